@@ -1,0 +1,195 @@
+"""The plug-in dataset: augmentor HDF5 files as a PyTorch / MONAI dataset.
+
+``H5Dataset`` returns MONAI-style dicts with fixed keys (:class:`~augmentor.data.schema.SampleKey`):
+
+- ``image``: float32 tensor (C, H, W), HU clipped to the window and mapped to [-1, 1];
+- ``mask``: float32 tensor (1, H, W) of mask labels (channel-first, so MONAI dictionary transforms
+  such as ``RandAffined(keys=["image", "mask"], mode=["bilinear", "nearest"])`` move both together);
+- ``label``: int64 scalar tensor; ``source``: "real" / "synthetic" / ...; ``patient_id``: str;
+  ``index``: position in the dataset.
+
+It implements ``__getitems__`` so a DataLoader fetches a whole batch per call, reading each file once
+per batch in increasing order.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, Dataset, Subset
+
+from augmentor.data.intensity import normalise
+from augmentor.data.reader import H5File
+from augmentor.data.schema import SampleKey
+from augmentor.errors import AugmentorError
+
+Sample = dict[str, Any]
+Transform = Callable[[Sample], Sample]
+
+
+class H5Dataset(Dataset[Sample]):
+    """One or more augmentor HDF5 files as one dataset.
+
+    Args:
+        paths: one path or several; all must share class names and image shape.
+        transform: applied to each sample dict (e.g. a MONAI ``Compose`` of dictionary transforms).
+        window: (low, high) HU window; defaults to the first file's ``hu_window`` attribute.
+    """
+
+    def __init__(
+        self,
+        paths: str | Path | Sequence[str | Path],
+        transform: Transform | None = None,
+        window: tuple[float, float] | None = None,
+    ) -> None:
+        path_list = [paths] if isinstance(paths, str | Path) else list(paths)
+        if not path_list:
+            raise AugmentorError("H5Dataset needs at least one file")
+        self.files = [H5File(path) for path in path_list]
+        first = self.files[0].info
+        for file in self.files[1:]:
+            if file.info.class_names != first.class_names:
+                raise AugmentorError(
+                    f"{file.path}: classes {list(file.info.class_names)} differ from {first.path}'s {list(first.class_names)}"
+                )
+            if file.info.image_shape != first.image_shape:
+                raise AugmentorError(f"{file.path}: image shape {file.info.image_shape} differs from {first.image_shape}")
+        self.class_names = first.class_names
+        self.image_shape = first.image_shape
+        self.window = tuple(window) if window is not None else first.hu_window
+        self.transform = transform
+        self._offsets = np.cumsum([0] + [len(file) for file in self.files]).tolist()
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def labels(self) -> np.ndarray:
+        """Every sample's class label, (N,) int64, without reading images."""
+        return np.concatenate([file.labels() for file in self.files])
+
+    def patient_ids(self) -> np.ndarray:
+        """Every sample's patient id, (N,) str."""
+        return np.concatenate([file.patient_ids() for file in self.files])
+
+    def sources(self) -> np.ndarray:
+        return np.concatenate([np.full(len(file), file.info.source.value, dtype=object) for file in self.files])
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        file_index = bisect.bisect_right(self._offsets, index) - 1
+        return file_index, index - self._offsets[file_index]
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.__getitems__([int(index)])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Sample]:
+        located = [self._locate(int(i)) for i in indices]
+        samples: list[Sample | None] = [None] * len(located)
+        by_file: dict[int, list[int]] = {}
+        for position, (file_index, _) in enumerate(located):
+            by_file.setdefault(file_index, []).append(position)
+        for file_index, positions in by_file.items():
+            file = self.files[file_index]
+            local = [located[p][1] for p in positions]
+            images, masks, labels = file.read(local)
+            ids = file.patient_ids()[local] if file.info.has_patient_ids else [file.path.stem] * len(local)
+            images_t = normalise(torch.from_numpy(images.astype(np.float32)), self.window)
+            masks_t = torch.from_numpy(masks).unsqueeze(1).float()
+            for k, position in enumerate(positions):
+                sample: Sample = {
+                    SampleKey.IMAGE.value: images_t[k],
+                    SampleKey.MASK.value: masks_t[k],
+                    SampleKey.LABEL.value: torch.tensor(int(labels[k]), dtype=torch.int64),
+                    SampleKey.SOURCE.value: file.info.source.value,
+                    SampleKey.PATIENT_ID.value: str(ids[k]),
+                    SampleKey.INDEX.value: int(indices[position]),
+                }
+                samples[position] = self.transform(sample) if self.transform is not None else sample
+        return [s for s in samples if s is not None]
+
+
+def balanced_subset_indices(labels: np.ndarray, counts: dict[int, int], seed: int) -> np.ndarray:
+    """Pick ``counts[c]`` indices of class c from ``labels`` (without replacement where possible)."""
+    generator = np.random.default_rng(seed)
+    chosen = []
+    for label, count in sorted(counts.items()):
+        pool = np.flatnonzero(labels == label)
+        if count <= 0:
+            continue
+        if pool.size == 0:
+            raise AugmentorError(f"no samples of class index {label} to draw {count} from")
+        replace = count > pool.size
+        chosen.append(generator.choice(pool, size=count, replace=replace))
+    return np.sort(np.concatenate(chosen)) if chosen else np.empty(0, dtype=np.int64)
+
+
+def mix(real: H5Dataset, synthetic: H5Dataset, ratio: float, seed: int = 0, per_class: bool = True) -> ConcatDataset[Sample]:
+    """Real samples plus ``ratio`` times as many synthetic ones.
+
+    Args:
+        real: the real training data.
+        synthetic: a pool of synthetic samples with the same class names.
+        ratio: synthetic samples per real sample (0 gives the real data alone; 2 gives x2).
+        seed: which synthetic samples are drawn.
+        per_class: match the real class counts (``ratio`` x real count of each class); otherwise draw
+            uniformly from the pool.
+
+    Returns:
+        A dataset of the real samples followed by the drawn synthetic ones.
+    """
+    if real.class_names != synthetic.class_names:
+        raise AugmentorError(f"real classes {list(real.class_names)} differ from synthetic {list(synthetic.class_names)}")
+    if ratio < 0:
+        raise AugmentorError(f"ratio must be >= 0, got {ratio}")
+    if ratio == 0:
+        return ConcatDataset([real])
+    real_labels = real.labels()
+    if per_class:
+        counts = {c: round(ratio * int((real_labels == c).sum())) for c in range(real.num_classes)}
+        indices = balanced_subset_indices(synthetic.labels(), counts, seed)
+    else:
+        total = round(ratio * len(real))
+        indices = np.sort(np.random.default_rng(seed).choice(len(synthetic), size=total, replace=total > len(synthetic)))
+    return ConcatDataset([real, Subset(synthetic, indices.tolist())])
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a training schedule: train on ``dataset`` for ``epochs`` epochs."""
+
+    name: str
+    dataset: Dataset[Sample]
+    epochs: int
+
+
+def pretrain_then_finetune(synthetic: Dataset[Sample], real: Dataset[Sample], pretrain_epochs: int, finetune_epochs: int) -> list[Stage]:
+    """The schedule of Onishi et al. 2019: pretrain on synthetic data, then fine-tune on the real data."""
+    return [Stage("pretrain-synthetic", synthetic, pretrain_epochs), Stage("finetune-real", real, finetune_epochs)]
+
+
+def collate(samples: Iterable[Sample]) -> Sample:
+    """Stack a list of sample dicts into a batch dict (tensors stacked, strings listed)."""
+    items = list(samples)
+    batch: Sample = {}
+    for key in items[0]:
+        values = [item[key] for item in items]
+        if isinstance(values[0], torch.Tensor):
+            batch[key] = torch.stack(values)
+        elif isinstance(values[0], int | float):
+            batch[key] = torch.tensor(values)
+        else:
+            batch[key] = values
+    return batch

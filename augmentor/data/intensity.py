@@ -1,0 +1,23 @@
+"""HU windowing: the one mapping between stored physical units and network inputs in [-1, 1]."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+def normalise(hu: ArrayLike, window: tuple[float, float]) -> ArrayLike:
+    """Clip HU to ``window`` = (low, high) and map it linearly to [-1, 1]."""
+    low, high = window
+    scaled = (hu - low) * (2.0 / (high - low)) - 1.0
+    if isinstance(scaled, torch.Tensor):
+        return scaled.clamp(-1.0, 1.0)
+    return np.clip(scaled, -1.0, 1.0)
+
+
+def denormalise(values: ArrayLike, window: tuple[float, float]) -> ArrayLike:
+    """Inverse of :func:`normalise` for values in [-1, 1] (HU, float)."""
+    low, high = window
+    return (values + 1.0) * ((high - low) / 2.0) + low

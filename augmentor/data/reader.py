@@ -1,0 +1,128 @@
+"""Reading augmentor HDF5 files: validate on open, open lazily per process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from augmentor.data import schema
+from augmentor.errors import AugmentorError, SchemaError
+
+# Chunk cache per open file: large enough to keep the chunks of a DataLoader batch (a chunk of
+# 16 samples of 64x64 int16 is 128 KiB) so that neighbouring reads do not decode a chunk twice.
+CHUNK_CACHE_BYTES = 64 << 20
+
+
+def _open(path: Path) -> h5py.File:
+    if not path.exists():
+        raise AugmentorError(f"{path}: file not found")
+    if path.is_dir():
+        raise AugmentorError(f"{path}: is a directory, expected an .h5 file")
+    try:
+        return h5py.File(path, "r", rdcc_nbytes=CHUNK_CACHE_BYTES, rdcc_nslots=10007)
+    except OSError as error:
+        reason = str(error).split(";")[0].split("(")[0].strip() or "unreadable"
+        raise SchemaError(f"{path}: not a readable HDF5 file ({reason})") from None
+
+
+def read_info(path: str | Path, check_labels: bool = True) -> schema.DatasetInfo:
+    """Open, validate and describe a file (then close it).
+
+    Raises:
+        AugmentorError: missing or unreadable file; SchemaError for contract violations.
+    """
+    file_path = Path(path)
+    with _open(file_path) as handle:
+        return schema.validate(handle, file_path, check_labels=check_labels)
+
+
+class H5File:
+    """A validated augmentor file whose HDF5 handle opens lazily, once per process.
+
+    The object pickles without its handle, so it crosses into DataLoader workers under both
+    ``fork`` and ``spawn``; each worker opens its own handle on first access (h5py handles must
+    not be shared across processes).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.info = read_info(self.path)
+        self._handle: h5py.File | None = None
+        self._pid = -1
+
+    def __len__(self) -> int:
+        return self.info.num_samples
+
+    @property
+    def handle(self) -> h5py.File:
+        if self._handle is None or self._pid != os.getpid():
+            self._handle = _open(self.path)
+            self._pid = os.getpid()
+        return self._handle
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_handle"] = None
+        state["_pid"] = -1
+        return state
+
+    def close(self) -> None:
+        if self._handle is not None and self._pid == os.getpid():
+            self._handle.close()
+        self._handle = None
+
+    def labels(self) -> np.ndarray:
+        """All class labels, (N,) int64."""
+        return self.handle[schema.LABELS][...].astype(np.int64)
+
+    def patient_ids(self) -> np.ndarray:
+        """All patient ids as str, (N,); ``"<file stem>"`` for files without them."""
+        if not self.info.has_patient_ids:
+            return np.full(len(self), self.path.stem, dtype=object)
+        return np.char.decode(self.handle[schema.PATIENT_IDS][...], "ascii").astype(object)
+
+    def extra(self, name: str) -> np.ndarray:
+        if name not in self.info.extras:
+            raise AugmentorError(f"{self.path}: no extra column {name!r}; has {list(self.info.extras)}")
+        return self.handle[f"{schema.EXTRAS}/{name}"][...]
+
+    def read(self, indices: np.ndarray | list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Read samples by index, in the order given.
+
+        Reads each needed run of indices once in increasing order (h5py's fast path), then
+        restores the requested order.
+
+        Returns:
+            images (B, C, H, W) int16, masks (B, H, W) uint8, labels (B,) int64.
+        """
+        index = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if index.size and (index.min() < 0 or index.max() >= len(self)):
+            raise IndexError(f"sample index out of range for {len(self)} samples")
+        order = np.argsort(index, kind="stable")
+        unique, inverse = np.unique(index[order], return_inverse=True)
+        handle = self.handle
+        images = _read_rows(handle[schema.IMAGES], unique)
+        masks = _read_rows(handle[schema.MASKS], unique)
+        labels = handle[schema.LABELS][...][unique].astype(np.int64) if unique.size > 64 else _read_rows(handle[schema.LABELS], unique).astype(np.int64)
+        restore = np.empty_like(order)
+        restore[order] = np.arange(order.size)
+        take = inverse[restore]
+        return images[take], masks[take], labels[take]
+
+
+def _read_rows(dataset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+    """Read sorted unique rows, one slice per contiguous run."""
+    if rows.size == 0:
+        return np.empty((0, *dataset.shape[1:]), dtype=dataset.dtype)
+    out = np.empty((rows.size, *dataset.shape[1:]), dtype=dataset.dtype)
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    start = 0
+    for stop in [*breaks.tolist(), rows.size]:
+        first, last = int(rows[start]), int(rows[stop - 1]) + 1
+        dataset.read_direct(out, np.s_[first:last], np.s_[start:stop])
+        start = stop
+    return out

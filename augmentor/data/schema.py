@@ -1,0 +1,207 @@
+"""The augmentor HDF5 dataset contract (schema version 1).
+
+One schema serves real, synthetic, phantom and translated data. A file holds N samples:
+
+Datasets
+    ``images``       (N, C, H, W) int16 -- physical units: Hounsfield units for CT (C = 1 for CT).
+                     Chunked by blocks of samples (``(block, C, H, W)``) and compressed.
+    ``masks``        (N, H, W) uint8 -- lesion or organ labels; 0 is background, the names of the
+                     non-zero values are in the ``mask_label_names`` attribute.
+    ``labels``       (N,) int16 -- class index into ``class_names``.
+    ``patient_ids``  (N,) fixed-length ASCII -- (virtual or pseudonymised) patient id, optional;
+                     needed for patient-level splits and leakage checks.
+    ``extras/<name>`` (N,) numeric -- optional per-sample metadata (e.g. ``diameter_mm``).
+
+File attributes
+    ``schema_version``   int, 1.
+    ``modality``         "CT" (or "MR", "XR", ...).
+    ``source``           "real" | "synthetic" | "phantom" | "translated".
+    ``class_names``      JSON list of str, ordered; ``labels`` index into it.
+    ``mask_label_names`` JSON list of str; entry 0 is "background".
+    ``pixel_spacing_mm`` JSON [row, column] spacing in mm.
+    ``hu_window``        JSON [low, high]: the intensity window used to normalise images for
+                         training (values are clipped to it and mapped to [-1, 1]).
+    ``provenance``       JSON object: ``tool_version``, ``command``, ``created`` (UTC ISO 8601),
+                         ``seed``, ``recipe`` (resolved), ``inputs`` ({name: SHA-256}),
+                         ``model`` ({name, weights_sha256, trained_on_sha256, trained_on_patients_sha256}
+                         for synthetic data), and free-form ``details``.
+
+Writers never leave a half-written file at the final path; readers validate on open and open the
+file lazily in each process so they work inside DataLoader workers (fork or spawn).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from augmentor.errors import SchemaError
+
+SCHEMA_VERSION = 1
+IMAGES = "images"
+MASKS = "masks"
+LABELS = "labels"
+PATIENT_IDS = "patient_ids"
+EXTRAS = "extras"
+
+IMAGE_DTYPE = np.dtype(np.int16)
+MASK_DTYPE = np.dtype(np.uint8)
+LABEL_DTYPE = np.dtype(np.int16)
+PATIENT_ID_LENGTH = 48
+PATIENT_ID_DTYPE = np.dtype(f"S{PATIENT_ID_LENGTH}")
+
+INT16_MIN, INT16_MAX = int(np.iinfo(np.int16).min), int(np.iinfo(np.int16).max)
+
+
+class Source(StrEnum):
+    """Where the samples of a file come from."""
+
+    REAL = "real"
+    SYNTHETIC = "synthetic"
+    PHANTOM = "phantom"
+    TRANSLATED = "translated"
+
+
+class SampleKey(StrEnum):
+    """The fixed keys of a sample dict, end to end (MONAI-style)."""
+
+    IMAGE = "image"
+    MASK = "mask"
+    LABEL = "label"
+    SOURCE = "source"
+    PATIENT_ID = "patient_id"
+    INDEX = "index"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a validated file holds (everything but the arrays)."""
+
+    path: Path
+    num_samples: int
+    image_shape: tuple[int, int, int]
+    modality: str
+    source: Source
+    class_names: tuple[str, ...]
+    mask_label_names: tuple[str, ...]
+    pixel_spacing_mm: tuple[float, float]
+    hu_window: tuple[float, float]
+    provenance: dict[str, Any] = field(default_factory=dict)
+    has_patient_ids: bool = False
+    extras: tuple[str, ...] = ()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def _json_attr(attrs: Any, name: str, path: Path) -> Any:
+    if name not in attrs:
+        raise SchemaError(f"{path}: missing attribute {name!r}; not an augmentor dataset file")
+    raw = attrs[name]
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    try:
+        return json.loads(raw)
+    except (TypeError, json.JSONDecodeError) as error:
+        raise SchemaError(f"{path}: attribute {name!r} is not valid JSON ({error})") from None
+
+
+def _pair(value: Any, name: str, path: Path) -> tuple[float, float]:
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int | float) for v in value)):
+        raise SchemaError(f"{path}: attribute {name!r} must be a pair of numbers, got {value!r}")
+    return float(value[0]), float(value[1])
+
+
+def validate(handle: Any, path: Path, check_labels: bool = True) -> DatasetInfo:
+    """Validate an open ``h5py.File`` against the contract and describe it.
+
+    Args:
+        handle: an open h5py file (or group).
+        path: its path, for messages.
+        check_labels: also read ``labels`` to check they index ``class_names`` (reads N small ints).
+
+    Returns:
+        The file's :class:`DatasetInfo`.
+
+    Raises:
+        SchemaError: one line naming the first thing that is wrong.
+    """
+    attrs = handle.attrs
+    if "schema_version" not in attrs:
+        raise SchemaError(f"{path}: missing attribute 'schema_version'; not an augmentor dataset file")
+    version = int(attrs["schema_version"])
+    if version != SCHEMA_VERSION:
+        raise SchemaError(f"{path}: schema version {version} is not supported (this augmentor reads {SCHEMA_VERSION})")
+    for name in (IMAGES, MASKS, LABELS):
+        if name not in handle:
+            raise SchemaError(f"{path}: dataset {name!r} is missing")
+    images, masks, labels = handle[IMAGES], handle[MASKS], handle[LABELS]
+    if images.ndim != 4:
+        raise SchemaError(f"{path}: 'images' must be (N, C, H, W), got shape {images.shape}")
+    if images.dtype != IMAGE_DTYPE:
+        raise SchemaError(f"{path}: 'images' must be int16, got {images.dtype}")
+    count, channels, height, width = images.shape
+    if masks.dtype != MASK_DTYPE:
+        raise SchemaError(f"{path}: 'masks' must be uint8, got {masks.dtype}")
+    if masks.shape != (count, height, width):
+        raise SchemaError(f"{path}: 'masks' shape {masks.shape} does not match images {images.shape} (expected {(count, height, width)})")
+    if labels.shape != (count,) or labels.dtype.kind not in "iu":
+        raise SchemaError(f"{path}: 'labels' must be ({count},) integers, got {labels.shape} {labels.dtype}")
+    has_ids = PATIENT_IDS in handle
+    if has_ids and handle[PATIENT_IDS].shape != (count,):
+        raise SchemaError(f"{path}: 'patient_ids' shape {handle[PATIENT_IDS].shape} does not match {count} samples")
+    extras: tuple[str, ...] = ()
+    if EXTRAS in handle:
+        extras = tuple(sorted(handle[EXTRAS].keys()))
+        for key in extras:
+            if handle[EXTRAS][key].shape[:1] != (count,):
+                raise SchemaError(f"{path}: 'extras/{key}' has {handle[EXTRAS][key].shape[0]} rows, expected {count}")
+
+    class_names = _json_attr(attrs, "class_names", path)
+    if not (isinstance(class_names, list) and class_names and all(isinstance(c, str) and c for c in class_names)):
+        raise SchemaError(f"{path}: 'class_names' must be a non-empty list of names, got {class_names!r}")
+    if len(set(class_names)) != len(class_names):
+        raise SchemaError(f"{path}: 'class_names' has duplicates: {class_names}")
+    mask_names = _json_attr(attrs, "mask_label_names", path)
+    if not (isinstance(mask_names, list) and mask_names and all(isinstance(c, str) for c in mask_names)):
+        raise SchemaError(f"{path}: 'mask_label_names' must be a non-empty list of names")
+    source_text = attrs.get("source", "")
+    source_text = source_text.decode() if isinstance(source_text, bytes) else str(source_text)
+    if source_text not in {s.value for s in Source}:
+        raise SchemaError(f"{path}: attribute 'source' is {source_text!r}; expected one of {[s.value for s in Source]}")
+    spacing = _pair(_json_attr(attrs, "pixel_spacing_mm", path), "pixel_spacing_mm", path)
+    window = _pair(_json_attr(attrs, "hu_window", path), "hu_window", path)
+    if not window[0] < window[1]:
+        raise SchemaError(f"{path}: 'hu_window' low {window[0]} must be below high {window[1]}")
+    provenance = _json_attr(attrs, "provenance", path)
+    if not isinstance(provenance, dict):
+        raise SchemaError(f"{path}: 'provenance' must be a JSON object")
+    modality = attrs.get("modality", "CT")
+    modality = modality.decode() if isinstance(modality, bytes) else str(modality)
+
+    if check_labels and count:
+        values = labels[...]
+        low, high = int(values.min()), int(values.max())
+        if low < 0 or high >= len(class_names):
+            bad = low if low < 0 else high
+            raise SchemaError(f"{path}: label {bad} is out of range for {len(class_names)} classes {class_names}")
+    return DatasetInfo(
+        path=path,
+        num_samples=int(count),
+        image_shape=(int(channels), int(height), int(width)),
+        modality=modality,
+        source=Source(source_text),
+        class_names=tuple(class_names),
+        mask_label_names=tuple(mask_names),
+        pixel_spacing_mm=spacing,
+        hu_window=window,
+        provenance=provenance,
+        has_patient_ids=has_ids,
+        extras=extras,
+    )
