@@ -7,7 +7,9 @@ succeeds; an exception, Ctrl-C or ``kill -9`` leaves the final path as it was.
 Compression: ``lzf`` is the default. On 64x64 int16 CT patches it compresses about as well as gzip
 level 1-4 (CT noise leaves little redundancy) and decodes several times faster, which is what random
 access from a DataLoader needs (``bench/dataset.py`` measures it). Chunks are blocks of
-``block_size`` samples: small enough that a random read decodes little, large enough to compress.
+``block_size`` samples, one by default: a random read then decodes only the sample it needs (with a
+16-sample block, random access decoded 16x the data and ran 2x slower), and per-sample lzf chunks
+compress within 4 % of 16-sample ones on CT patches (``bench/dataset.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 from augmentor.data import schema
 from augmentor.errors import AugmentorError, OutputExistsError, SchemaError
 
-DEFAULT_BLOCK_SIZE = 16
+DEFAULT_BLOCK_SIZE = 1
 COMPRESSIONS = ("lzf", "gzip", "none")
 
 
@@ -127,7 +129,9 @@ class H5Writer:
         self.extras = tuple(extras)
         self.count = 0
         self._temporary = temporary_path(self.path)
-        self._file: h5py.File | None = h5py.File(self._temporary, "w")
+        # libver="latest": chunk indexes become extensible arrays (O(1) lookup), ~25 % faster random
+        # reads than the default B-tree; such files need HDF5 >= 1.10 (2016) to read.
+        self._file: h5py.File | None = h5py.File(self._temporary, "w", libver="latest")
         try:
             self._create(source, mask_label_names, pixel_spacing_mm, hu_window, provenance, modality, compression, block_size)
         except BaseException:
