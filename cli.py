@@ -81,5 +81,67 @@ def join_command(
     typer.echo(f"wrote {joined} ({read_info(joined).num_samples} samples from {len(shards)} shards)")
 
 
+@app.command("cohort")
+def cohort_command(
+    name: Annotated[str, typer.Argument(help="Cohort: liver-lesions, lung-nodules or abdomen-ct.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (gets train.h5 and test.h5).")],
+    seed: Seed = 0,
+    train_size: Annotated[int | None, typer.Option("--train-size", help="Train samples (default: the published count).")] = None,
+    test_size: Annotated[int | None, typer.Option("--test-size", help="Test samples (default: the cohort's).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Processes (default: all cores).")] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Simulate a cohort of virtual patients: train.h5 and test.h5 from disjoint patients."""
+    from augmentor.data.reader import read_info
+    from augmentor.simulate.cohorts import build_cohort
+
+    paths = build_cohort(name, out, seed=seed, train_size=train_size, test_size=test_size, overwrite=overwrite, workers=workers)
+    for split, path in paths.items():
+        typer.echo(f"wrote {path} ({read_info(path).num_samples} {split} samples)")
+
+
+@app.command("generate")
+def generate_command(
+    classes: Annotated[
+        list[str],
+        typer.Option("--class", "-c", help="Class to generate; repeat for several, NAME=COUNT for per-class counts, 'all' for every class of --model."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .h5 file.")],
+    n: Annotated[int | None, typer.Option("--n", help="Samples per class (for --class items without =COUNT).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Zoo model name or model directory (default: the model that knows the class).")] = None,
+    seed: Seed = 0,
+    start: Annotated[int, typer.Option("--start", help="Index of the first sample of each class (for shards).")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per write; the output does not depend on it.")] = 1024,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N (default: CUDA when available).")] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Generate labelled synthetic lesions (image + mask + class) into an HDF5 file."""
+    from augmentor.data.reader import read_info
+    from augmentor.generate import generate
+
+    written = generate(classes, n, out, model=model, seed=seed, start=start, batch_size=batch_size, device=device, overwrite=overwrite)
+    info = read_info(written)
+    typer.echo(f"wrote {written}: {info.num_samples} synthetic samples from model {info.provenance['model']['name']}")
+
+
+@app.command("models")
+def models_command() -> None:
+    """List the shipped and user models (user models: $AUGMENTOR_HOME/models)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from augmentor.zoo import list_models, user_models_dir
+
+    table = Table(title=f"augmentor models (user models in {user_models_dir()})")
+    for column in ("name", "origin", "family", "classes", "size", "training data SHA-256", "weights SHA-256"):
+        table.add_column(column)
+    for entry in list_models():
+        table.add_row(
+            entry.name, entry.origin, f"{entry.family} ({entry.algorithm})", ", ".join(entry.class_names), f"{entry.image_size}x{entry.image_size}",
+            entry.training_data_sha256[:12] or "-", entry.weights_sha256[:12],
+        )
+    Console(width=160).print(table)
+
+
 if __name__ == "__main__":
     sys.exit(app())
