@@ -22,7 +22,7 @@ EXIT_INTERRUPTED = 130
 class _AugmentGroup(TyperGroup):
     """Turns user errors into one line and an exit status instead of a traceback."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except AugmentorError as error:
@@ -141,6 +141,66 @@ def models_command() -> None:
             entry.training_data_sha256[:12] or "-", entry.weights_sha256[:12],
         )
     Console(width=160).print(table)
+
+
+@app.command("ingest")
+def ingest_command(
+    source: Annotated[Path, typer.Argument(help="Folder of DICOM series, NIfTI, PNG/TIFF or .npz files (or one file); layouts in the README.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .h5 file.")],
+    input_format: Annotated[str, typer.Option("--format", help="auto, dicom, nifti, images (PNG/TIFF) or npz.")] = "auto",
+    classes: Annotated[Path | None, typer.Option("--classes", help="CSV with columns patient,lesion,class (default: class folders).")] = None,
+    class_names: Annotated[str | None, typer.Option("--class-names", help="Ordered class list, comma-separated; other classes are refused.")] = None,
+    roi_size: Annotated[int, typer.Option("--roi-size", help="Side of the lesion-centred ROI in pixels.")] = 64,
+    slices: Annotated[str, typer.Option("--slices", help="all (every slice a lesion is on) or largest.")] = "all",
+    spacing: Annotated[float | None, typer.Option("--spacing", help="Resample slices to this in-plane spacing (mm) first.")] = None,
+    salt: Annotated[str | None, typer.Option("--salt", envvar="AUGMENTOR_SALT", help="Secret for the patient pseudonyms (never stored); default: random per run.")] = None,
+    hu_window: Annotated[str | None, typer.Option("--hu-window", help="LOW,HIGH HU window stored for training (default -160,240); also how 8-bit PNGs are read. Write --hu-window=-160,240.")] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Ingest labelled real data: lesion-centred ROIs with masks, classes and pseudonymised patients."""
+    from augmentor.data.ingest import ingest, parse_hu_window
+    from augmentor.data.reader import read_info
+
+    written = ingest(
+        source, out, format=input_format, classes_csv=classes,
+        class_names=[name for name in class_names.split(",") if name.strip()] if class_names else None,
+        roi_size=roi_size, slices=slices, spacing_mm=spacing, salt=salt, hu_window=parse_hu_window(hu_window),
+        overwrite=overwrite, progress=True,
+    )
+    info = read_info(written)
+    typer.echo(f"wrote {written}: {info.num_samples} samples, classes {', '.join(info.class_names)}")
+
+
+@app.command("inspect")
+def inspect_command(
+    path: Annotated[Path, typer.Argument(help="An augmentor .h5 file (or an evaluation report.json).")],
+    grid: Annotated[Path | None, typer.Option("--grid", help="Image grid PNG (default: FILE.png next to the file).")] = None,
+    per_class: Annotated[int, typer.Option("--per-class", help="Images per class in the grid.")] = 8,
+    no_grid: Annotated[bool, typer.Option("--no-grid", help="Do not draw the image grid.")] = False,
+) -> None:
+    """Summarise a file (classes, HU statistics, schema, provenance) and draw an image grid."""
+    from augmentor.inspect import inspect_file, inspect_report, print_summary
+
+    if path.suffix.lower() == ".json":
+        inspect_report(path)
+        return
+    summary = inspect_file(path, grid, per_class, make_grid=not no_grid)
+    if not summary.valid:
+        raise AugmentorError(summary.problem or f"{path}: invalid")
+    print_summary(summary)
+
+
+@app.command("export-dicom")
+def export_dicom_command(
+    h5: Annotated[Path, typer.Argument(help="An augmentor .h5 file.")],
+    out_dir: Annotated[Path, typer.Argument(help="Folder to create: <class>/<index>.dcm and <index>_mask.dcm.")],
+    overwrite: Overwrite = False,
+) -> None:
+    """Export every sample as a DICOM CT image plus a mask series (marked synthetic unless real)."""
+    from augmentor.data.export_dicom import export_dicom
+
+    count = export_dicom(h5, out_dir, overwrite=overwrite, progress=True)
+    typer.echo(f"wrote {count} samples to {out_dir} ({2 * count} DICOM files)")
 
 
 if __name__ == "__main__":

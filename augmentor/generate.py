@@ -10,7 +10,7 @@ convolutions see the same inputs in the same batch shape whatever the caller ask
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,10 @@ def latent_block(seed: int, label: int, block: int, latent_dim: int) -> np.ndarr
     return generator.standard_normal((GROUP, latent_dim), dtype=np.float32)
 
 
+def _pair(values: Sequence[float]) -> tuple[float, float]:
+    return float(values[0]), float(values[1])
+
+
 def pick_device(device: str | None) -> torch.device:
     """``None``/"auto": CUDA when available, else CPU; otherwise the device named."""
     if device in (None, "", "auto"):
@@ -117,7 +121,7 @@ class SampleStream:
         images = output[:, : self.image_channels].add_(1.0).mul_(half).add_(low).round_()
         return images.to(torch.int16).cpu().numpy(), masks.cpu().numpy()
 
-    def range(self, label: int, start: int, stop: int, batch_size: int):  # type: ignore[no-untyped-def]
+    def range(self, label: int, start: int, stop: int, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (images, masks) batches of about ``batch_size`` covering [start, stop)."""
         images_parts: list[np.ndarray] = []
         masks_parts: list[np.ndarray] = []
@@ -218,8 +222,8 @@ def generate(
             image_shape=(channels, size, size),
             source=Source.SYNTHETIC,
             mask_label_names=("background", "lesion"),
-            pixel_spacing_mm=tuple(card.get("pixel_spacing_mm", (1.0, 1.0))),  # type: ignore[arg-type]
-            hu_window=tuple(card["hu_window"]),  # type: ignore[arg-type]
+            pixel_spacing_mm=_pair(card.get("pixel_spacing_mm", (1.0, 1.0))),
+            hu_window=_pair(card["hu_window"]),
             provenance=provenance,
             overwrite=overwrite,
             with_patient_ids=False,

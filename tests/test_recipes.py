@@ -79,9 +79,9 @@ def test_overrides_are_type_checked(tmp_path: Path) -> None:
     assert recipe.train.steps == 200
     assert recipe.train.algorithm == "wgan-gp"
     assert recipe.train.diffaugment == ("translation", "cutout")
-    with pytest.raises(RecipeError, match="train.steps: expected an integer"):
+    with pytest.raises(RecipeError, match=r"train\.steps: expected an integer"):
         load_recipe(path, ["train.steps=2.5"])
-    with pytest.raises(RecipeError, match="expected section.key=value"):
+    with pytest.raises(RecipeError, match=r"expected section\.key=value"):
         load_recipe(path, ["train.steps"])
     with pytest.raises(RecipeError, match="'name' is a value, not a section"):
         apply_overrides({"name": "x"}, ["name.part=1"])

@@ -70,7 +70,7 @@ class H5Dataset(Dataset[Sample]):
                 raise AugmentorError(f"{file.path}: image shape {file.info.image_shape} differs from {first.image_shape}")
         self.class_names = first.class_names
         self.image_shape = first.image_shape
-        self.window = tuple(window) if window is not None else first.hu_window
+        self.window: tuple[float, float] = (float(window[0]), float(window[1])) if window is not None else first.hu_window
         self.transform = transform
         self._offsets = np.cumsum([0] + [len(file) for file in self.files]).tolist()
         decoded = sum(file.decoded_bytes for file in self.files)

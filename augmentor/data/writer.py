@@ -14,6 +14,7 @@ compress within 4 % of 16-sample ones on CT patches (``bench/dataset.py``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -260,10 +261,8 @@ class H5Writer:
     def abort(self) -> None:
         """Drop the temporary file; the final path is untouched."""
         if self._file is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing a broken file must not hide the original error
                 self._file.close()
-            except Exception:  # closing a broken file must not hide the original error
-                pass
             self._file = None
         self._temporary.unlink(missing_ok=True)
 
