@@ -81,6 +81,25 @@ def join_command(
     typer.echo(f"wrote {joined} ({read_info(joined).num_samples} samples from {len(shards)} shards)")
 
 
+@app.command("train")
+def train_command(
+    recipe: Annotated[str, typer.Argument(help="A gan recipe: a .toml file or a shipped recipe's name (e.g. frid-adar-liver).")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="Training .h5 file (training patients only).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory: model.safetensors + model.json, checkpoints, samples.")],
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe value: section.key=value (repeatable).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N (default: CUDA when available).")] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Train a class-conditional GAN of lesion images with masks (cGAN or WGAN-GP)."""
+    from augmentor.recipes import load_recipe
+    from augmentor.training.run import train
+
+    gan_recipe = load_recipe(recipe, overrides or [], expect="gan")
+    model_dir = train(gan_recipe, data, out, resume=resume, overwrite=overwrite, device=device)
+    typer.echo(f"wrote {model_dir / 'model.safetensors'} and {model_dir / 'model.json'}")
+
+
 @app.command("cohort")
 def cohort_command(
     name: Annotated[str, typer.Argument(help="Cohort: liver-lesions, lung-nodules or abdomen-ct.")],
@@ -98,6 +117,33 @@ def cohort_command(
     paths = build_cohort(name, out, seed=seed, train_size=train_size, test_size=test_size, overwrite=overwrite, workers=workers)
     for split, path in paths.items():
         typer.echo(f"wrote {path} ({read_info(path).num_samples} {split} samples)")
+
+
+@app.command("phantom")
+def phantom_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .h5 file (phantom domain: flat HU per tissue + label map).")],
+    n_patients: Annotated[int, typer.Option("--n-patients", help="Virtual patients to simulate (ignored with --xcat).")] = 10,
+    slices_per_patient: Annotated[int, typer.Option("--slices", help="Neighbouring slices per patient (5 mm apart).")] = 8,
+    xcat: Annotated[Path | None, typer.Option("--xcat", help="Convert an XCAT volume instead: NAME_act_1.bin (or NAME_atn_1.bin).")] = None,
+    log: Annotated[Path | None, typer.Option("--log", help="XCAT's text log (NAME_log) with array size and pixel width.")] = None,
+    organ_map: Annotated[Path | None, typer.Option("--organ-map", help="TOML map of XCAT activity values to tissue names (default: shipped map).")] = None,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+) -> None:
+    """Write XCAT-like phantoms (virtual patients' label maps with flat tissue HU), or convert an XCAT volume."""
+    from augmentor.data.reader import read_info
+
+    if xcat is not None:
+        from augmentor.simulate.xcat import convert_xcat
+
+        if log is None:
+            raise AugmentorError("--xcat needs --log: the NAME_log file XCAT wrote next to the .bin")
+        written = convert_xcat(xcat, log, out, organ_map=organ_map, overwrite=overwrite, progress=True)
+    else:
+        from augmentor.simulate.phantom import write_phantoms
+
+        written = write_phantoms(out, n_patients, seed=seed, slices_per_patient=slices_per_patient, overwrite=overwrite, progress=True)
+    typer.echo(f"wrote {written} ({read_info(written).num_samples} phantom slices)")
 
 
 @app.command("generate")
@@ -184,7 +230,7 @@ def inspect_command(
     if path.suffix.lower() == ".json":
         inspect_report(path)
         return
-    summary = inspect_file(path, grid, per_class, make_grid=not no_grid)
+    summary = inspect_file(path, grid, per_class, make_grid=not no_grid, progress=True)
     if not summary.valid:
         raise AugmentorError(summary.problem or f"{path}: invalid")
     print_summary(summary)

@@ -55,7 +55,7 @@ def test_generated_file_is_labelled_synthetic_with_provenance(model_dir: Path, t
     assert info.provenance["model"]["trained_on_sha256"] == "ab" * 32
     images, masks, labels = H5File(out).read(list(range(8)))
     assert labels.tolist() == [1] * 5 + [0] * 3
-    assert images.dtype == np.int16 and -160 <= images.min() and images.max() <= 240
+    assert images.dtype == np.int16 and images.min() >= -160 and images.max() <= 240
     assert set(np.unique(masks)) <= {0, 1}
 
 

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, TypeVar
 
-ArrayLike = np.ndarray | torch.Tensor
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+ArrayLike = TypeVar("ArrayLike", np.ndarray, "torch.Tensor")
 
 
 def normalise(hu: ArrayLike, window: tuple[float, float]) -> ArrayLike:
     """Clip HU to ``window`` = (low, high) and map it linearly to [-1, 1]."""
     low, high = window
     scaled = (hu - low) * (2.0 / (high - low)) - 1.0
-    if isinstance(scaled, torch.Tensor):
-        return scaled.clamp(-1.0, 1.0)
-    return np.clip(scaled, -1.0, 1.0)
+    if isinstance(scaled, np.ndarray | np.generic):
+        return np.clip(scaled, -1.0, 1.0)
+    return scaled.clamp(-1.0, 1.0)  # a torch tensor (torch is imported only by callers that use it)
 
 
 def denormalise(values: ArrayLike, window: tuple[float, float]) -> ArrayLike:

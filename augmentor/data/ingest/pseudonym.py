@@ -1,0 +1,42 @@
+"""Pseudonymous patient ids: a keyed (salted) SHA-256 of the original identifier.
+
+The original identifier (DICOM PatientID, a file name) is never written; the stored id is
+``P`` + the first 16 hex digits of HMAC-SHA-256(salt, identifier). HMAC is the standard way to salt a
+hash: without the salt, nobody can test a guessed identifier against the stored ids. The salt is never
+stored. Without a salt a random one is drawn per run, so ids are consistent within one file but cannot
+be linked to any other ingest; give the same salt (``--salt`` or ``AUGMENTOR_SALT``) to several runs
+to keep a patient's id the same across files (e.g. a train and a test ingest). 64 bits make a collision
+between two patients of one cohort vanishingly unlikely (about 1e-10 for 50 000 patients).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+PSEUDONYM_PREFIX = "P"
+PSEUDONYM_HEX_DIGITS = 16
+
+
+class Pseudonymiser:
+    """Maps original patient identifiers to stable pseudonyms for one salt.
+
+    Args:
+        salt: secret text; None draws a random salt for this run only.
+    """
+
+    def __init__(self, salt: str | None = None) -> None:
+        self.salted = salt is not None
+        key = salt if salt is not None else secrets.token_hex(32)
+        self._key = key.encode()
+
+    def __call__(self, identifier: str) -> str:
+        """The pseudonym of ``identifier`` (ASCII, 17 characters)."""
+        digest = hmac.new(self._key, identifier.strip().encode(), hashlib.sha256).hexdigest()
+        return PSEUDONYM_PREFIX + digest[:PSEUDONYM_HEX_DIGITS]
+
+    def describe(self) -> str:
+        """How the ids were made, for the provenance (never the salt itself)."""
+        salt = "a salt given by the user" if self.salted else "a random salt drawn for this run"
+        return f"HMAC-SHA-256 of the original patient id with {salt} (not stored), first {PSEUDONYM_HEX_DIGITS} hex digits"
