@@ -236,6 +236,22 @@ def inspect_command(
     print_summary(summary)
 
 
+@app.command("evaluate")
+def evaluate_command(
+    recipe: Annotated[str, typer.Argument(help="An evaluate recipe: a .toml file or a shipped recipe's name (e.g. evaluate-liver).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder: report.html, report.json, predictions.npz.")],
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe value: section.key=value (repeatable).")] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Retrain downstream classifiers/segmenters with and without synthetic data, and report the difference."""
+    from augmentor.recipes import load_recipe
+    from evaluation.run import evaluate
+
+    evaluate_recipe = load_recipe(recipe, overrides or [], expect="evaluate")
+    folder = evaluate(evaluate_recipe, out, overwrite=overwrite, progress=True)
+    typer.echo(f"wrote {folder / 'report.html'} and {folder / 'report.json'}")
+
+
 @app.command("export-dicom")
 def export_dicom_command(
     h5: Annotated[Path, typer.Argument(help="An augmentor .h5 file.")],

@@ -1,0 +1,140 @@
+"""What the GAN update rules share: devices, mixed precision, the random generator, optimiser steps.
+
+An algorithm owns its networks, optimisers, loss scalers and one ``torch.Generator`` from which every
+random draw of an update comes (latents, DiffAugment parameters, interpolation weights). Its
+``update(batch)`` returns detached device tensors, so the generic loop can log without a host
+synchronisation per step; ``train_step(batch)`` is the same step returning plain floats.
+
+A batch is a dict with the sample keys of :class:`augmentor.data.schema.SampleKey`: ``image``
+(B, C, H, W) in [-1, 1], ``mask`` (B, 1, H, W) labels (> 0 is lesion) and ``label`` (B,) class indices,
+already on the algorithm's device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from augmentor.data.schema import SampleKey
+from augmentor.training.device import Precision
+from augmentor.training.diffaugment import DiffAugment
+
+Batch = Mapping[str, torch.Tensor]
+
+
+class Algorithm(Protocol):
+    """The interface the generic loop (:class:`augmentor.training.trainer.Trainer`) drives."""
+
+    #: how many batches of ``batch_size`` real samples one step consumes (WGAN-GP: n_critic)
+    real_batches_per_step: int
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]: ...
+
+    def train_step(self, batch: Batch) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+def image_mask_pairs(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch as the generator's output space: (B, C + 1, H, W) with the mask as -1 / +1, and (B,) labels."""
+    image = batch[SampleKey.IMAGE.value]
+    mask = batch[SampleKey.MASK.value].gt(0).to(image.dtype) * 2.0 - 1.0
+    return torch.cat([image, mask], dim=1), batch[SampleKey.LABEL.value]
+
+
+def adam(network: nn.Module, lr: float, betas: tuple[float, float], device: torch.device) -> torch.optim.Adam:
+    """Adam over ``network``'s parameters; the fused kernel on CUDA (one launch for all parameters)."""
+    return torch.optim.Adam(network.parameters(), lr=lr, betas=betas, fused=device.type == "cuda" or None)
+
+
+class AdversarialAlgorithm:
+    """Base of the generator-versus-discriminator update rules.
+
+    Args:
+        generator: maps (latent, labels) to (image, mask) pairs; has ``latent_dim``.
+        discriminator: maps (pairs, labels) to (B,) logits or scores.
+        generator_lr, discriminator_lr: Adam learning rates.
+        betas: Adam betas for both networks.
+        augment: DiffAugment applied to everything the discriminator sees (empty policy: none).
+        precision: the mixed-precision policy.
+        seed: seed of the algorithm's random generator.
+        device: where the networks and batches live.
+    """
+
+    real_batches_per_step = 1
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        *,
+        generator_lr: float,
+        discriminator_lr: float,
+        betas: tuple[float, float],
+        augment: DiffAugment,
+        precision: Precision,
+        seed: int,
+        device: torch.device,
+    ) -> None:
+        self.device = device
+        self.generator = generator.to(device).train()
+        self.discriminator = discriminator.to(device).train()
+        self.latent_dim = int(generator.latent_dim)  # type: ignore[arg-type]
+        self.augment = augment
+        self.precision = precision
+        self.generator_optimizer = adam(self.generator, generator_lr, betas, device)
+        self.discriminator_optimizer = adam(self.discriminator, discriminator_lr, betas, device)
+        self.generator_scaler = precision.grad_scaler()
+        self.discriminator_scaler = precision.grad_scaler()
+        self.random = torch.Generator(device=device)
+        self.random.manual_seed(seed)
+
+    def draw_latents(self, count: int) -> torch.Tensor:
+        return torch.randn(count, self.latent_dim, device=self.device, generator=self.random)
+
+    def augmented(self, pairs: torch.Tensor) -> torch.Tensor:
+        return self.augment(pairs, self.random)
+
+    @staticmethod
+    def optimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+        """One optimiser step on ``loss`` (loss-scaled under float16; a pass-through otherwise)."""
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        """One update; returns its metrics as floats (synchronises with the device)."""
+        metrics = self.update(batch)
+        values = torch.stack([value.float() for value in metrics.values()]).tolist()
+        return dict(zip(metrics, values, strict=True))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "generator_optimizer": self.generator_optimizer.state_dict(),
+            "discriminator_optimizer": self.discriminator_optimizer.state_dict(),
+            "generator_scaler": self.generator_scaler.state_dict(),
+            "discriminator_scaler": self.discriminator_scaler.state_dict(),
+            "random": self.random.get_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.generator_optimizer.load_state_dict(state["generator_optimizer"])
+        self.discriminator_optimizer.load_state_dict(state["discriminator_optimizer"])
+        if state["generator_scaler"]:
+            self.generator_scaler.load_state_dict(state["generator_scaler"])
+        if state["discriminator_scaler"]:
+            self.discriminator_scaler.load_state_dict(state["discriminator_scaler"])
+        self.random.set_state(state["random"].to("cpu", torch.uint8))

@@ -1,0 +1,150 @@
+"""DiffAugment (Zhao et al. 2020, "Differentiable Augmentation for Data-Efficient GAN Training").
+
+With a few hundred training images a discriminator memorises them and the generator collapses. DiffAugment
+augments *both* the real and the generated batches with the same policy, through differentiable
+operations, every time the discriminator sees them (in the discriminator's and in the generator's
+update), so the discriminator cannot tell real from fake by the augmentation and the generator still
+learns the un-augmented distribution. Each sample gets its own random parameters, as in the paper.
+
+Inputs are (image, mask) pairs: (B, image_channels + 1, H, W) in [-1, 1]. The geometric operations
+(translation, cutout) move the image and mask channels together; the intensity operation (colour:
+brightness and contrast) changes only the image channels, since a mask is a label, not an intensity.
+
+As elsewhere (TorchIO's habit), :meth:`DiffAugment.sample` draws the parameters from an explicit
+``torch.Generator`` and hands them to :func:`augment`, a pure function of the batch and the parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import torch
+
+from augmentor.errors import did_you_mean
+
+
+class Augmentation(StrEnum):
+    COLOR = "color"  # brightness + contrast of the image channels
+    TRANSLATION = "translation"  # shift by up to 1/8 of the size, zero-padded
+    CUTOUT = "cutout"  # zero a square of half the size
+
+
+DEFAULT_POLICY = (Augmentation.COLOR, Augmentation.TRANSLATION, Augmentation.CUTOUT)
+TRANSLATION_RATIO = 0.125
+CUTOUT_RATIO = 0.5
+
+
+@dataclass(frozen=True)
+class AugmentParameters:
+    """Per-sample parameters of one DiffAugment draw; any field may be None (operation off)."""
+
+    brightness: torch.Tensor | None = None  # (B,) added, U[-0.5, 0.5] (in [-1, 1] units: a quarter of the range)
+    contrast: torch.Tensor | None = None  # (B,) factor, U[0.5, 1.5]
+    shift: torch.Tensor | None = None  # (B, 2) integer (rows, columns)
+    cutout_corner: torch.Tensor | None = None  # (B, 2) integer top-left corner (may lie outside the image)
+    cutout_size: tuple[int, int] = (0, 0)
+
+
+def adjust_brightness_contrast(
+    pairs: torch.Tensor, image_channels: int, brightness: torch.Tensor, contrast: torch.Tensor
+) -> torch.Tensor:
+    """Brightness shift then contrast scale about each sample's mean, on the image channels only."""
+    image, mask = pairs[:, :image_channels], pairs[:, image_channels:]
+    image = image + brightness.view(-1, 1, 1, 1).to(image.dtype)
+    mean = image.mean(dim=(1, 2, 3), keepdim=True)
+    image = (image - mean) * contrast.view(-1, 1, 1, 1).to(image.dtype) + mean
+    return torch.cat([image, mask], dim=1)
+
+
+def translate(pairs: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Shift each sample by ``shift[b] = (rows, columns)`` pixels; uncovered pixels become 0."""
+    batch, channels, height, width = pairs.shape
+    rows = torch.arange(height, device=pairs.device).view(1, -1, 1) - shift[:, 0].view(-1, 1, 1)
+    columns = torch.arange(width, device=pairs.device).view(1, 1, -1) - shift[:, 1].view(-1, 1, 1)
+    inside = (rows >= 0) & (rows < height) & (columns >= 0) & (columns < width)  # (B, H, W)
+    source = (rows.clamp(0, height - 1) * width + columns.clamp(0, width - 1)).view(batch, 1, height * width)
+    moved = pairs.flatten(2).gather(2, source.expand(batch, channels, height * width))
+    return moved.view(batch, channels, height, width) * inside.unsqueeze(1).to(pairs.dtype)
+
+
+def cutout(pairs: torch.Tensor, corner: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Zero a ``size`` box with top-left ``corner[b]`` in every channel of each sample."""
+    _, _, height, width = pairs.shape
+    rows = torch.arange(height, device=pairs.device).view(1, -1, 1) - corner[:, 0].view(-1, 1, 1)
+    columns = torch.arange(width, device=pairs.device).view(1, 1, -1) - corner[:, 1].view(-1, 1, 1)
+    inside = (rows >= 0) & (rows < size[0]) & (columns >= 0) & (columns < size[1])
+    return pairs * (~inside).unsqueeze(1).to(pairs.dtype)
+
+
+def augment(pairs: torch.Tensor, image_channels: int, parameters: AugmentParameters) -> torch.Tensor:
+    """Apply drawn parameters: colour, then translation, then cutout (the paper's order)."""
+    if parameters.brightness is not None and parameters.contrast is not None:
+        pairs = adjust_brightness_contrast(pairs, image_channels, parameters.brightness, parameters.contrast)
+    if parameters.shift is not None:
+        pairs = translate(pairs, parameters.shift)
+    if parameters.cutout_corner is not None:
+        pairs = cutout(pairs, parameters.cutout_corner, parameters.cutout_size)
+    return pairs
+
+
+def parse_policy(policy: Sequence[str]) -> tuple[Augmentation, ...]:
+    """Validate a policy such as ``("color", "translation", "cutout")``."""
+    valid = [a.value for a in Augmentation]
+    parsed = []
+    for name in policy:
+        if name not in valid:
+            raise ValueError(f"unknown DiffAugment operation {name!r}{did_you_mean(name, valid)}; valid: {', '.join(valid)}")
+        parsed.append(Augmentation(name))
+    return tuple(parsed)
+
+
+def _uniform_integers(
+    batch: int, ranges: Sequence[tuple[int, int]], device: torch.device, generator: torch.Generator | None
+) -> torch.Tensor:
+    """(batch, len(ranges)) integers, column j uniform in [low_j, high_j). Python bounds: no host-device copy."""
+    unit = torch.rand(batch, len(ranges), device=device, generator=generator)
+    columns = [torch.floor(unit[:, j] * (high - low)).long() + low for j, (low, high) in enumerate(ranges)]
+    return torch.stack(columns, dim=1)
+
+
+class DiffAugment:
+    """Random differentiable augmentation of (image, mask) batches.
+
+    Args:
+        policy: operations to apply (empty: identity).
+        image_channels: leading channels that are image; the rest are mask channels.
+    """
+
+    def __init__(self, policy: Sequence[str] = DEFAULT_POLICY, image_channels: int = 1) -> None:
+        self.policy = parse_policy(policy)
+        self.image_channels = image_channels
+
+    def __bool__(self) -> bool:
+        return bool(self.policy)
+
+    def sample(self, pairs: torch.Tensor, generator: torch.Generator | None = None) -> AugmentParameters:
+        """Draw per-sample parameters for a batch shaped like ``pairs`` on its device."""
+        batch, _, height, width = pairs.shape
+        device = pairs.device
+        brightness = contrast = shift = corner = None
+        cutout_size = (0, 0)
+        if Augmentation.COLOR in self.policy:
+            brightness = torch.rand(batch, device=device, generator=generator) - 0.5
+            contrast = torch.rand(batch, device=device, generator=generator) + 0.5
+        if Augmentation.TRANSLATION in self.policy:
+            limits = (int(height * TRANSLATION_RATIO + 0.5), int(width * TRANSLATION_RATIO + 0.5))
+            shift = _uniform_integers(batch, [(-limit, limit + 1) for limit in limits], device, generator)
+        if Augmentation.CUTOUT in self.policy:
+            cutout_size = (int(height * CUTOUT_RATIO + 0.5), int(width * CUTOUT_RATIO + 0.5))
+            # the box's centre is uniform over the image, so its corner is centre - size // 2
+            ranges = [(-half, extent - half) for extent, half in ((height, cutout_size[0] // 2), (width, cutout_size[1] // 2))]
+            corner = _uniform_integers(batch, ranges, device, generator)
+        return AugmentParameters(brightness, contrast, shift, corner, cutout_size)
+
+    def __call__(self, pairs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Augment a batch with freshly drawn parameters (identity for an empty policy)."""
+        if not self.policy:
+            return pairs
+        return augment(pairs, self.image_channels, self.sample(pairs, generator))

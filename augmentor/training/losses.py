@@ -1,0 +1,77 @@
+"""Adversarial losses as pure functions of logits (the networks return raw logits; the losses own the activation).
+
+All losses are computed in float32 (logits from a bf16/fp16 autocast region are upcast first) and return
+scalar tensors (means over the batch).
+
+- non-saturating (Goodfellow et al. 2014): D minimises ``softplus(-D(x)) + softplus(D(G(z)))``, i.e. the
+  binary cross-entropy on logits; G minimises ``softplus(-D(G(z)))``.
+- hinge (Lim & Ye 2017; Miyato et al. 2018): D minimises ``relu(1 - D(x)) + relu(1 + D(G(z)))``;
+  G minimises ``-D(G(z))``.
+- wasserstein (Arjovsky et al. 2017): the critic minimises ``D(G(z)) - D(x)``; G minimises ``-D(G(z))``.
+- gradient penalty (Gulrajani et al. 2017, eq. 3): ``E[(||grad_x̂ D(x̂)||_2 - 1)^2]`` with
+  ``x̂ = ε x + (1 - ε) G(z)``, ε ~ U[0, 1] per sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import StrEnum
+
+import torch
+import torch.nn.functional as F
+
+
+class AdversarialLoss(StrEnum):
+    NON_SATURATING = "non-saturating"
+    HINGE = "hinge"
+    WASSERSTEIN = "wasserstein"
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: AdversarialLoss | str) -> torch.Tensor:
+    """The discriminator's (or critic's) loss for one batch of real and one of fake logits."""
+    real, fake = real_logits.float(), fake_logits.float()
+    loss = AdversarialLoss(kind)
+    if loss is AdversarialLoss.NON_SATURATING:
+        return F.softplus(-real).mean() + F.softplus(fake).mean()
+    if loss is AdversarialLoss.HINGE:
+        return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+    return fake.mean() - real.mean()
+
+
+def generator_loss(fake_logits: torch.Tensor, kind: AdversarialLoss | str) -> torch.Tensor:
+    """The generator's loss given the discriminator's logits on its samples."""
+    fake = fake_logits.float()
+    if AdversarialLoss(kind) is AdversarialLoss.NON_SATURATING:
+        return F.softplus(-fake).mean()
+    return -fake.mean()  # hinge and wasserstein
+
+
+def interpolate(real: torch.Tensor, fake: torch.Tensor, epsilon: torch.Tensor) -> torch.Tensor:
+    """``ε real + (1 - ε) fake`` with ε of shape (B, 1, 1, 1) (broadcast over each sample).
+
+    Under autocast the fakes may be bf16/fp16 and the reals float32; the result has the wider type.
+    """
+    dtype = torch.promote_types(real.dtype, fake.dtype)
+    return torch.lerp(fake.to(dtype), real.to(dtype), epsilon.to(dtype))
+
+
+def gradient_penalty(
+    critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor, epsilon: torch.Tensor
+) -> torch.Tensor:
+    """Gulrajani et al.'s two-sided penalty on random interpolates of real and fake samples.
+
+    Args:
+        critic: maps a batch of inputs to (B,) scores (e.g. ``lambda x: critic(x, labels)``).
+        real: (B, C, H, W) real samples (as the critic sees them).
+        fake: (B, C, H, W) generated samples, detached from the generator.
+        epsilon: (B, 1, 1, 1) interpolation weights drawn from U[0, 1].
+
+    Returns:
+        The scalar penalty (not yet multiplied by λ); differentiable w.r.t. the critic's parameters.
+    """
+    mixed = interpolate(real.detach(), fake.detach(), epsilon).requires_grad_(True)
+    scores = critic(mixed)
+    (gradients,) = torch.autograd.grad(scores.float().sum(), mixed, create_graph=True)
+    # The epsilon inside the root keeps the penalty's own gradient finite where the gradient is zero.
+    norms = torch.sqrt(gradients.float().flatten(1).square().sum(dim=1) + 1e-12)
+    return (norms - 1.0).square().mean()

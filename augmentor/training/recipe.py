@@ -1,0 +1,174 @@
+"""The ``gan`` recipe kind (``augment train``): frozen, validated dataclasses. Imports no torch.
+
+A recipe file::
+
+    kind = "gan"
+    name = "frid-adar-liver"
+
+    [model]                       # the networks
+    generator = "dcgan-generator"
+    discriminator = "projection-discriminator"   # "wgan-critic" for wgan-gp
+    image_size = 64
+    latent_dim = 128
+    base_channels = 32
+
+    [train]                       # the algorithm and the loop
+    algorithm = "cgan"            # or "wgan-gp"
+    steps = 20000
+    batch_size = 64
+
+    [data]
+    classes = ["cyst", "metastasis", "hemangioma"]
+
+Values left out take the defaults below; those marked "algorithm default" are filled in from the
+algorithm (cgan: non-saturating loss, Adam 2e-4, betas (0.5, 0.999), as in DCGAN; wgan-gp: Wasserstein
+loss, n_critic 5, λ_gp 10, Adam 1e-4, betas (0, 0.9), as in Gulrajani et al. 2017), so the resolved
+recipe stored in checkpoints and model cards shows every value used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from augmentor.recipes import register_recipe_kind
+
+# The registry (augmentor.models.registry.NETWORKS) holds these names too; a test keeps them in step.
+GeneratorFamily = Literal["dcgan-generator"]
+DiscriminatorFamily = Literal["projection-discriminator", "wgan-critic"]
+NormalizationName = Literal["spectral", "batch", "layer", "instance", "none"]
+AlgorithmName = Literal["cgan", "wgan-gp"]
+LossName = Literal["non-saturating", "hinge", "wasserstein"]
+AugmentationName = Literal["color", "translation", "cutout"]
+MixedPrecisionName = Literal["auto", "bf16", "fp16", "off"]
+
+_ALGORITHM_DEFAULTS = {
+    "cgan": {"loss": "non-saturating", "generator_lr": 2e-4, "discriminator_lr": 2e-4, "betas": (0.5, 0.999), "n_critic": 1},
+    "wgan-gp": {"loss": "wasserstein", "generator_lr": 1e-4, "discriminator_lr": 1e-4, "betas": (0.0, 0.9), "n_critic": 5},
+}
+
+
+def _fill(instance: object, name: str, value: object) -> None:
+    object.__setattr__(instance, name, value)  # frozen dataclass: resolve a default once, in __post_init__
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """The generator and discriminator architectures."""
+
+    generator: GeneratorFamily = "dcgan-generator"
+    discriminator: DiscriminatorFamily | None = None  # algorithm default
+    discriminator_normalization: NormalizationName | None = None  # default: spectral (projection), layer (critic)
+    image_size: int = 64
+    latent_dim: int = 128
+    embedding_dim: int = 32
+    base_channels: int = 32
+    discriminator_channels: int | None = None  # default: base_channels
+
+    def __post_init__(self) -> None:
+        if self.image_size < 8 or self.image_size & (self.image_size - 1):
+            raise ValueError(f"image_size must be a power of two >= 8 (16, 32, 64, 128, ...), got {self.image_size}")
+        for name in ("latent_dim", "embedding_dim", "base_channels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.discriminator_channels is None:
+            _fill(self, "discriminator_channels", self.base_channels)
+        elif self.discriminator_channels < 1:
+            raise ValueError(f"discriminator_channels must be >= 1, got {self.discriminator_channels}")
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    """The algorithm, its hyper-parameters and the loop's intervals."""
+
+    algorithm: AlgorithmName = "cgan"
+    loss: LossName | None = None  # algorithm default
+    steps: int = 20000  # generator updates
+    batch_size: int = 64
+    generator_lr: float | None = None  # algorithm default
+    discriminator_lr: float | None = None  # algorithm default
+    betas: tuple[float, float] | None = None  # algorithm default
+    n_critic: int | None = None  # algorithm default (cgan: 1)
+    lambda_gp: float = 10.0
+    ema_decay: float = 0.999
+    diffaugment: tuple[AugmentationName, ...] = ("color", "translation", "cutout")
+    checkpoint_every: int = 1000
+    sample_every: int = 1000
+    log_every: int = 50
+    keep_checkpoints: int = 2
+    seed: int = 0
+    mixed_precision: MixedPrecisionName = "auto"
+
+    def __post_init__(self) -> None:
+        defaults = _ALGORITHM_DEFAULTS[self.algorithm]
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                _fill(self, name, value)
+        if self.algorithm == "wgan-gp" and self.loss != "wasserstein":
+            raise ValueError(f"algorithm 'wgan-gp' uses the 'wasserstein' loss, not {self.loss!r}")
+        if self.algorithm == "cgan" and self.loss == "wasserstein":
+            raise ValueError("the 'wasserstein' loss needs a Lipschitz constraint: use algorithm = 'wgan-gp'")
+        if self.algorithm == "cgan" and self.n_critic != 1:
+            raise ValueError(f"n_critic applies to 'wgan-gp' only; cgan takes one discriminator step per step (got {self.n_critic})")
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "keep_checkpoints", "n_critic"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.sample_every < 0:
+            raise ValueError(f"sample_every must be >= 0 (0: no sample grids), got {self.sample_every}")
+        for name in ("generator_lr", "discriminator_lr"):
+            value = getattr(self, name)
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"{name} must be in (0, 1), got {value}")
+        assert self.betas is not None
+        if not all(0.0 <= beta < 1.0 for beta in self.betas):
+            raise ValueError(f"betas must be in [0, 1), got {list(self.betas)}")
+        if self.lambda_gp < 0:
+            raise ValueError(f"lambda_gp must be >= 0, got {self.lambda_gp}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if len(set(self.diffaugment)) != len(self.diffaugment):
+            raise ValueError(f"diffaugment lists an operation twice: {list(self.diffaugment)}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """Which classes of the training file, and the intensity window."""
+
+    classes: tuple[str, ...] = ()  # the model's classes, in order; empty: all of the file's
+    hu_window: tuple[float, float] | None = None  # default: the training file's hu_window attribute
+
+    def __post_init__(self) -> None:
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"classes lists a class twice: {list(self.classes)}")
+        if self.hu_window is not None and not self.hu_window[0] < self.hu_window[1]:
+            raise ValueError(f"hu_window low {self.hu_window[0]} must be below high {self.hu_window[1]}")
+
+
+@register_recipe_kind("gan")
+@dataclass(frozen=True)
+class GanRecipe:
+    """A recipe for ``augment train``."""
+
+    kind: Literal["gan"] = "gan"
+    name: str = ""
+    description: str = ""
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    data: DataSection = field(default_factory=DataSection)
+
+    def __post_init__(self) -> None:
+        if self.model.discriminator is None:
+            discriminator: DiscriminatorFamily = "wgan-critic" if self.train.algorithm == "wgan-gp" else "projection-discriminator"
+            _fill(self, "model", replace(self.model, discriminator=discriminator))
+        if self.model.discriminator_normalization is None:
+            # spectral norm is what the projection discriminator was published with (Miyato & Koyama 2018);
+            # layer norm is what Gulrajani et al. recommend for the critic.
+            normalization: NormalizationName = "layer" if self.model.discriminator == "wgan-critic" else "spectral"
+            _fill(self, "model", replace(self.model, discriminator_normalization=normalization))
+        if self.train.algorithm == "wgan-gp":
+            if self.model.discriminator != "wgan-critic":
+                raise ValueError(f"algorithm 'wgan-gp' needs model.discriminator = 'wgan-critic', not {self.model.discriminator!r}")
+            if self.model.discriminator_normalization == "batch":
+                raise ValueError("a WGAN-GP critic cannot use batch normalization (the gradient penalty is per sample)")

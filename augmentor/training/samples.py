@@ -1,0 +1,132 @@
+"""Sample grids: a PNG per checkpoint of what the generator makes for each class (image + mask contour).
+
+Rows are classes, columns are fixed latent vectors (the same throughout a run, so successive grids show
+how the same samples evolve). Each cell is the image channel in grey with the mask's outline in red.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+from torch import nn
+
+from augmentor.data.writer import temporary_path
+from augmentor.training.ema import recalibrate_batch_norm
+
+MIN_CELL_PIXELS = 64
+LABEL_MARGIN = 96
+CONTOUR_RGB = (255, 48, 48)
+
+
+def latent_batches(
+    latent_dim: int, num_classes: int, batch_size: int, num_batches: int, seed: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Seeded (latents, labels) batches with the classes in turn (for BatchNorm statistics)."""
+    random = torch.Generator().manual_seed(seed)
+    for index in range(num_batches):
+        latents = torch.randn(batch_size, latent_dim, generator=random)
+        labels = (torch.arange(batch_size) + index * batch_size) % num_classes
+        yield latents.to(device), labels.to(device)
+
+
+def with_standing_statistics(generator: nn.Module, batch_size: int, num_batches: int, seed: int) -> nn.Module:
+    """A copy of ``generator`` in eval mode whose BatchNorm statistics are averaged over seeded latents.
+
+    Runs of the copy never touch the original (so sampling cannot change a training run).
+    """
+    device = next(generator.parameters()).device
+    copied = copy.deepcopy(generator)
+    latent_dim, num_classes = getattr(copied, "latent_dim"), getattr(copied, "num_classes")  # noqa: B009
+    batches = latent_batches(int(latent_dim), int(num_classes), batch_size, num_batches, seed, device)
+    return recalibrate_batch_norm(copied, batches)
+
+
+def outline(masks: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) bool masks -> their inner boundary pixels (mask minus its 3x3 erosion)."""
+    solid = masks.float()
+    eroded = -F.max_pool2d(-F.pad(solid, (1, 1, 1, 1), value=1.0), 3, stride=1)
+    return masks & (eroded < 0.5)
+
+
+@torch.no_grad()
+def render_grid(pairs: torch.Tensor, class_names: Sequence[str], image_channels: int = 1) -> Image.Image:
+    """(K * M, C + 1, H, W) generator outputs, K classes of M samples in order -> an RGB grid image."""
+    rows = len(class_names)
+    columns = pairs.shape[0] // rows
+    height, width = pairs.shape[-2:]
+    scale = max(1, -(-MIN_CELL_PIXELS // max(height, width)))
+    image = ((pairs[:, :1].float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    edges = outline(pairs[:, image_channels : image_channels + 1] > 0)
+    rgb = image.repeat(1, 3, 1, 1)
+    rgb = torch.where(edges, torch.tensor(CONTOUR_RGB, dtype=torch.uint8, device=rgb.device).view(1, 3, 1, 1), rgb)
+    rgb = rgb.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3).cpu()
+    cell_h, cell_w, gap = height * scale, width * scale, 2
+    canvas = np.full((rows * (cell_h + gap) + gap, LABEL_MARGIN + columns * (cell_w + gap) + gap, 3), 32, dtype=np.uint8)
+    for index in range(rows * columns):
+        row, column = divmod(index, columns)
+        top, left = gap + row * (cell_h + gap), LABEL_MARGIN + gap + column * (cell_w + gap)
+        canvas[top : top + cell_h, left : left + cell_w] = rgb[index].permute(1, 2, 0).numpy()
+    picture = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(picture)
+    for row, name in enumerate(class_names):
+        draw.text((4, gap + row * (cell_h + gap) + cell_h // 2 - 5), name[:14], fill=(230, 230, 230))
+    return picture
+
+
+class SampleGrid:
+    """Writes ``samples/step-XXXXXXXX.png`` from a generator, with fixed latents per class.
+
+    Args:
+        directory: where the PNGs go.
+        class_names: one row per class.
+        latent_dim: the generator's latent size.
+        per_class: samples (columns) per class.
+        seed: seed of the fixed latents and of the BatchNorm statistics batches.
+        statistics_batches: batches of ``statistics_batch_size`` latents for standing BatchNorm statistics.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        class_names: Sequence[str],
+        latent_dim: int,
+        *,
+        per_class: int = 8,
+        seed: int = 0,
+        statistics_batches: int = 8,
+        statistics_batch_size: int = 64,
+        image_channels: int = 1,
+    ) -> None:
+        self.directory = directory
+        self.class_names = tuple(class_names)
+        self.seed = seed
+        self.statistics_batches = statistics_batches
+        self.statistics_batch_size = statistics_batch_size
+        self.image_channels = image_channels
+        random = torch.Generator().manual_seed(seed)
+        self.latents = torch.randn(per_class, latent_dim, generator=random).repeat(len(self.class_names), 1)
+        self.labels = torch.arange(len(self.class_names)).repeat_interleave(per_class)
+
+    @torch.no_grad()
+    def __call__(self, generator: nn.Module, step: int) -> Path:
+        device = next(generator.parameters()).device
+        network = with_standing_statistics(generator, self.statistics_batch_size, self.statistics_batches, self.seed + 1)
+        pairs = network(self.latents.to(device), self.labels.to(device))
+        picture = render_grid(pairs, self.class_names, self.image_channels)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"step-{step:08d}.png"
+        temporary = temporary_path(path)
+        try:
+            picture.save(temporary, format="PNG")
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        return path
