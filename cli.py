@@ -29,7 +29,7 @@ class _AugmentGroup(TyperGroup):
             typer.echo(f"error: {error}", err=True)
             ctx.exit(EXIT_USER_ERROR)
         except KeyboardInterrupt:
-            typer.echo("interrupted: nothing was written to the output path", err=True)
+            typer.echo("interrupted: outputs are written atomically, so no half-written file was left at an output path", err=True)
             ctx.exit(EXIT_INTERRUPTED)
 
 
