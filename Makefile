@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
 
-.PHONY: demo test test-slow bench lint clean
+.PHONY: demo test test-slow bench lint clean zoo install
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,16 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy augmentor evaluation cli.py
+
+# Rebuild the shipped models from scratch: simulator cohorts (train split only), then each recipe.
+# On 2 CPU cores this takes hours; with a GPU, minutes. Weights land in augmentor/zoo/weights/<name>/.
+ZOO_DIR := augmentor/zoo/weights
+zoo: $(STAMP)
+	$(BIN)/augment cohort liver-lesions --out cohorts/liver --seed 0 --overwrite
+	$(BIN)/augment cohort lung-nodules --out cohorts/lung --seed 0 --overwrite
+	$(BIN)/augment train frid-adar-liver --data cohorts/liver/train.h5 --out runs/frid-adar-liver --overwrite
+	$(BIN)/augment train onishi-lung --data cohorts/lung/train.h5 --out runs/onishi-lung --overwrite
+	for name in frid-adar-liver onishi-lung; do mkdir -p $(ZOO_DIR)/$$name && cp runs/$$name/model.safetensors runs/$$name/model.json $(ZOO_DIR)/$$name/; done
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info
