@@ -1,0 +1,402 @@
+"""The report: ``report.json`` (every number), ``report.html`` (one self-contained page, figures inline as
+base64 PNG), ``predictions.npz`` (per-seed test outputs, from which every statistic can be recomputed),
+and :func:`print_headline` for ``augment inspect report.json``.
+
+JSON layout (``format`` = "augmentor-evaluation-report", ``format_version`` = 1): ``name``, ``created``,
+``runtime_s``, ``recipe`` (resolved), ``versions``, ``inputs`` (files with SHA-256, cohort, model),
+``leakage``, ``split``, ``seeds``, ``statistics`` (method), ``classification`` / ``segmentation`` (``arms``,
+``metric_names``, ``headline_metrics``, ``metrics`` {arm: {metric: {estimate, low, high, per_seed}}},
+``paired_differences`` {baseline, arm: {metric: {estimate, low, high, p_value}}}, ``roc``,
+``confusion_matrices``, ``training``), ``fidelity``, ``memorisation``, ``files``. Undefined numbers are null.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from augmentor.errors import AugmentorError
+
+REPORT_JSON = "report.json"
+REPORT_HTML = "report.html"
+PREDICTIONS = "predictions.npz"
+FORMAT = "augmentor-evaluation-report"
+FORMAT_VERSION = 1
+SECTIONS = (
+    ("summary", "Summary"),
+    ("headline", "Headline: classification"),
+    ("paired", "Paired differences vs real only"),
+    ("sweep", "Amount of synthetic data"),
+    ("roc", "ROC curves"),
+    ("confusion", "Confusion matrices"),
+    ("per-class", "Per-class sensitivity, specificity, AUC"),
+    ("segmentation", "Segmentation"),
+    ("images", "Real vs synthetic samples"),
+    ("fidelity", "Fidelity"),
+    ("memorisation", "Memorisation audit"),
+    ("training", "Training"),
+    ("provenance", "Provenance"),
+    ("methods", "Methods"),
+)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: numpy scalars to Python, NaN and infinities to null, tuples to lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(float(value)) else None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# ------------------------------------------------------------------------------------------- html ----
+
+
+def _format(value: Mapping[str, Any] | None, digits: int = 3) -> str:
+    if not value or value.get("estimate") is None:
+        return "–"
+    text = f"{value['estimate']:.{digits}f}"
+    if value.get("low") is not None and value.get("high") is not None:
+        text += f" [{value['low']:.{digits}f}, {value['high']:.{digits}f}]"
+    return text
+
+
+def _format_difference(value: Mapping[str, Any] | None) -> str:
+    if not value or value.get("estimate") is None:
+        return "–"
+    p = value.get("p_value")
+    return f"{value['estimate']:+.3f} [{value['low']:+.3f}, {value['high']:+.3f}]" + (f", p = {p:.3g}" if p is not None else "")
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _image(png: bytes | None, alt: str) -> str:
+    if png is None:
+        return f"<p class='note'>({html.escape(alt)}: nothing to plot)</p>"
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'/>"
+
+
+def _metric_table(section: Mapping[str, Any], names: Sequence[str]) -> str:
+    rows = [[arm["name"], *(_format(section["metrics"][arm["name"]][m]) for m in names)] for arm in section["arms"]]
+    return _table(["arm", *names], rows)
+
+
+def _paired_table(section: Mapping[str, Any], names: Sequence[str]) -> str:
+    paired = section.get("paired_differences", {})
+    if not paired:
+        return "<p class='note'>No 'real' arm: no paired differences.</p>"
+    rows = [[arm, *(_format_difference(paired[arm][m]) for m in names)] for arm in paired if arm != "baseline"]
+    return _table(["arm − real", *(f"Δ {m}" for m in names)], rows)
+
+
+def _fidelity_html(fidelity: Mapping[str, Any], report: Mapping[str, Any]) -> str:
+    if "classes" not in fidelity:
+        return f"<p class='note'>Skipped: {html.escape(str(fidelity.get('skipped', '')))}</p>"
+    header = ["class", "set vs real train", "n", "Fréchet distance", "KID (×10³)", "precision", "recall", "density", "coverage"]
+    rows = []
+    for name, pair in fidelity["classes"].items():
+        for key, label in (("synthetic", "synthetic"), ("real_test_floor", "real test (floor)")):
+            v = pair[key]
+            kid = f"{v['kid_mean'] * 1e3:.2f} ± {v['kid_std'] * 1e3:.2f}" if v.get("kid_mean") is not None else "–"
+            rows.append([name, label, f"{v['n_real']} / {v['n_other']}", _number(v.get("frechet_distance")), kid,
+                         _number(v.get("precision")), _number(v.get("recall")), _number(v.get("density")), _number(v.get("coverage"))])
+    text = _table(header, rows)
+    tstr = report.get("classification", {}).get("metrics", {}).get("synthetic-only")
+    if tstr:
+        text += f"<p>Train on synthetic, test on real (arm <code>synthetic-only</code>): accuracy {_format(tstr['accuracy'])}, macro AUC {_format(tstr['auc_macro'])}"
+        real = report["classification"]["metrics"].get("real")
+        if real:
+            text += f" (real only: accuracy {_format(real['accuracy'])}, macro AUC {_format(real['auc_macro'])})"
+        text += ".</p>"
+    text += f"<p class='note'>{html.escape(fidelity['feature_extractor'])} Reference: {html.escape(fidelity['reference'])}. " \
+            "Fréchet distance is biased upwards for small sets; compare each synthetic row with the real-test floor of the same size.</p>"
+    return text
+
+
+def _ordinal(value: float) -> str:
+    number = f"{value:g}"
+    suffix = "th" if number.endswith(("11", "12", "13")) else {"1": "st", "2": "nd", "3": "rd"}.get(number[-1], "th")
+    return number + suffix
+
+
+def _memorisation_html(memorisation: Mapping[str, Any], figures_html: str) -> str:
+    if "skipped" in memorisation:
+        return f"<p class='note'>Skipped: {html.escape(str(memorisation['skipped']))}</p>"
+    m = memorisation
+    verdict = (
+        f"<p><b>{m['near_copies']} of {m['synthetic_audited']} synthetic samples flagged as near-copies</b> "
+        f"(closer to the GAN's training set than the {_ordinal(m['percentile'])} percentile of real-test distances in both pixel and "
+        f"feature space; {m['exact_copies']} exact copies). Below the pixel threshold: {m['below_pixel']}; below the feature "
+        f"threshold: {m['below_feature']}. Without memorisation about {m['expected_by_chance_per_space']:.0%} per space would fall "
+        f"below by chance.</p><p class='note'>Reference set: {html.escape(m['reference'])} ({m['reference_samples']} samples); "
+        f"thresholds: pixel RMS {m['threshold_pixel_rms']:.4f}, feature {m['threshold_feature']:.4f}.</p>"
+    )
+    rows = [[p["synthetic_index"], p["training_index"], f"{p['pixel_rms']:.4f}", f"{p['feature_distance']:.4f}", "yes" if p["flagged"] else "no"] for p in m["closest_pairs"]]
+    return verdict + figures_html + _table(["synthetic #", "training #", "pixel RMS", "feature distance", "flagged"], rows)
+
+
+def _provenance_html(report: Mapping[str, Any]) -> str:
+    rows = [[f["role"], f["path"], f["sha256"][:16] + "…", f["samples"], f["patients"] if f["patients"] is not None else "–",
+             ", ".join(f"{k} {v}" for k, v in f["class_counts"].items())] for f in report["inputs"]["files"]]
+    text = _table(["role", "file", "SHA-256", "samples", "patients", "classes"], rows)
+    model = report["inputs"].get("model")
+    if model:
+        training = model.get("training_data") or {}
+        text += (f"<p>Model <code>{html.escape(model['name'])}</code> ({html.escape(model['origin'])}, {html.escape(model['family'])}, "
+                 f"{html.escape(model['algorithm'])}), weights SHA-256 <code>{model['weights_sha256'][:16]}…</code>, trained on "
+                 f"<code>{html.escape(str(training.get('path')))}</code> (SHA-256 <code>{str(training.get('sha256'))[:16]}…</code>); "
+                 f"generation seed {report['inputs']['synthetic_seed']}.</p>")
+    cohort = report["inputs"].get("cohort")
+    if cohort:
+        text += f"<p>Cohort <code>{html.escape(cohort['name'])}</code>, seed {cohort['seed']}, {'built in this run' if cohort['built'] else 'reused'} in <code>{html.escape(cohort['dir'])}</code>.</p>"
+    leakage = report["leakage"]
+    text += f"<p>Leakage checks: real split — {html.escape(leakage['real_split'])}.</p>"
+    if leakage["synthetic"]:
+        text += _table(["synthetic source", "model", "status", "reason"], [[c["source"], c["model"], c["status"], c["reason"]] for c in leakage["synthetic"]])
+    split = report["split"]
+    text += (f"<p>Validation split: {split['validation_patients']} of {split['train_patients'] + split['validation_patients']} train patients "
+             f"(fraction {split['validation_fraction']}, seed {split['seed']}); test: {split['test_patients']} patients. Seeds: {report['seeds']}.</p>")
+    text += _table(["", *split["train_samples"]], [[label, *split[key].values()] for key, label in (("train_samples", "train samples"), ("validation_samples", "validation samples"), ("test_samples", "test samples"))])
+    text += _table(["package", "version"], [[k, v] for k, v in report["versions"].items()])
+    text += f"<details><summary>Resolved recipe</summary><pre>{html.escape(json.dumps(report['recipe'], indent=2))}</pre></details>"
+    text += f"<p class='note'>Command: <code>{html.escape(report['command'])}</code>; created {report['created']}; run time {report['runtime_s']} s.</p>"
+    return text
+
+
+METHODS = """
+<p><b>Protocol.</b> Patient-level split: the validation patients (early stopping, model selection) are carved from the
+train patients; the test set is touched once per trained network. Every arm trains with the same validation split,
+the same seeds (a seed fixes the initial weights, dropout, batch order and augmentation) and the same step budget
+per stage. Arms: (a) real only; (b) real + classic augmentation (MONAI flips, rotation/scaling, elastic, intensity);
+(c) (b) + R synthetic samples per real sample of each class (nested sweep); (d) synthetic pretraining, then fine-tuning
+on the real data with classic augmentation (Onishi et al. 2019); (e) synthetic only, tested on real (TSTR).</p>
+<p><b>Uncertainty.</b> Intervals come from a hierarchical bootstrap that resamples test <i>patients</i> (cluster
+bootstrap) and seeds with replacement; the point estimate is the mean over seeds on the full test set. Paired
+differences use the same resamples for both arms (same seeds, same test samples); their two-sided p-value inverts the
+percentile interval (p &lt; 0.05 exactly when the 95 % interval excludes 0). p-values are not corrected for the
+number of arms and metrics compared.</p>
+<p><b>Metrics.</b> Sensitivity and specificity per class one-vs-rest (prediction = arg-max), macro averages, accuracy,
+ROC AUC one-vs-rest (scikit-learn); Dice and HD95 (MONAI; HD95 in mm, undefined for empty masks and left out).</p>
+"""
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+thead { background: #f2f2f2; }
+img { max-width: 100%; margin: 0.4em 0; }
+.note { color: #555; font-size: 0.85em; }
+nav a { margin-right: 0.8em; font-size: 0.85em; }
+h2 { border-bottom: 1px solid #ddd; padding-top: 0.6em; }
+"""
+
+
+def _summary(report: Mapping[str, Any]) -> str:
+    lines = []
+    for task, metric in (("classification", "auc_macro"), ("classification", "accuracy"), ("segmentation", "dice_mean")):
+        section = report.get(task)
+        if not section or not section.get("paired_differences"):
+            continue
+        paired = section["paired_differences"]
+        for arm, values in paired.items():
+            if arm == "baseline":
+                continue
+            d = values[metric]
+            if d["estimate"] is None:
+                continue
+            verdict = "better than" if d["low"] is not None and d["low"] > 0 else "worse than" if d["high"] is not None and d["high"] < 0 else "not distinguishable from"
+            lines.append(f"<li>{html.escape(task)} — <b>{html.escape(arm)}</b>: {html.escape(metric)} {_format_difference(d)}: {verdict} real only.</li>")
+    return "<ul>" + "".join(lines) + "</ul>" if lines else "<p class='note'>No paired comparison (no 'real' arm).</p>"
+
+
+def render_html(report: Mapping[str, Any], figures: Mapping[str, np.ndarray]) -> str:
+    """The self-contained HTML page of a report (figures drawn here, embedded as base64 PNG)."""
+    from evaluation import plots
+
+    parts: dict[str, str] = {key: "" for key, _ in SECTIONS}
+    parts["summary"] = _summary(report)
+    confidence = float(report["statistics"]["confidence"])
+    classification = report.get("classification")
+    if classification:
+        headline = classification["headline_metrics"]
+        parts["headline"] = _metric_table(classification, headline) + f"<p class='note'>Mean over seeds [{confidence:.0%} CI].</p>"
+        parts["paired"] = _paired_table(classification, headline) + _image(plots.forest_plot(classification, headline, confidence), "forest plot")
+        parts["sweep"] = _image(plots.sweep_curve(classification, headline), "sweep curve")
+        parts["roc"] = _image(plots.roc_curves(classification), "ROC curves") + "<p class='note'>Test predictions of all seeds pooled; legend: mean AUC over seeds.</p>"
+        parts["confusion"] = _image(plots.confusion_matrices(classification), "confusion matrices") + "<p class='note'>Row-normalised; test predictions of all seeds summed.</p>"
+        per_class = [m for m in classification["metric_names"] if ":" in m]
+        parts["per-class"] = _metric_table(classification, per_class) + _paired_table(classification, per_class)
+    else:
+        parts["headline"] = "<p class='note'>No classification arms.</p>"
+    segmentation = report.get("segmentation")
+    if segmentation:
+        names = segmentation["metric_names"]
+        parts["segmentation"] = (
+            _metric_table(segmentation, names) + _paired_table(segmentation, names)
+            + _image(plots.forest_plot(segmentation, segmentation["headline_metrics"], confidence), "segmentation forest plot")
+            + _image(plots.sweep_curve(segmentation, segmentation["headline_metrics"]), "segmentation sweep")
+            + f"<p class='note'>HD95 undefined (empty prediction) for {sum(segmentation['hd95_undefined'].values())} (sample, seed) pairs over all arms; left out.</p>"
+        )
+    else:
+        parts["segmentation"] = "<p class='note'>No segmentation arms.</p>"
+    class_names = report.get("classification", {}).get("class_names") or list(report["split"]["train_samples"])
+    rows = []
+    for name in class_names:
+        rows += [(f"{name}\nreal", figures.get(f"real/{name}", np.zeros(0))), (f"{name}\nsynthetic", figures.get(f"synthetic/{name}", np.zeros(0)))]
+    parts["images"] = _image(plots.image_grid(rows), "real vs synthetic grid")
+    parts["fidelity"] = _fidelity_html(report.get("fidelity", {}), report)
+    memorisation = report.get("memorisation", {})
+    memorisation_figures = ""
+    if "skipped" not in memorisation:
+        distances = {key.split("/", 1)[1]: value for key, value in figures.items() if key.startswith("histogram/")}
+        memorisation_figures = _image(
+            plots.memorisation_histogram(distances, {"pixel": memorisation["threshold_pixel_rms"], "feature": memorisation["threshold_feature"]}),
+            "memorisation histogram",
+        )
+        if "pairs/synthetic" in figures:
+            memorisation_figures += "<p>Closest pairs (top: synthetic, bottom: its nearest training sample):</p>" + _image(
+                plots.image_grid([("synthetic", figures["pairs/synthetic"]), ("nearest\ntraining", figures["pairs/training"])]), "closest pairs"
+            )
+    parts["memorisation"] = _memorisation_html(memorisation, memorisation_figures)
+    training_html = ""
+    for task in ("classification", "segmentation"):
+        section = report.get(task)
+        if section:
+            rows_t = [
+                [arm, run["seed"], " → ".join(f"{s['name']}: {s['steps']} steps (best {s['best_step']}, val loss {s['best_validation_loss']:.3f})" for s in run["stages"]), f"{run['seconds']:.1f}"]
+                for arm, runs in section["training"].items() for run in runs
+            ]
+            training_html += f"<h3>{task}</h3>" + _image(plots.training_curves(section), f"{task} validation curves") + _table(["arm", "seed", "stages", "seconds"], rows_t)
+    parts["training"] = training_html
+    parts["provenance"] = _provenance_html(report)
+    parts["methods"] = METHODS
+    nav = "".join(f"<a href='#{key}'>{html.escape(title)}</a>" for key, title in SECTIONS)
+    body = "".join(f"<section id='{key}'><h2>{html.escape(title)}</h2>{parts[key]}</section>" for key, title in SECTIONS)
+    title = html.escape(f"augmentor evaluation: {report['name']}")
+    description = f"<p>{html.escape(report.get('description') or '')}</p>"
+    return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{CSS}</style></head><body><h1>{title}</h1>{description}<nav>{nav}</nav>{body}</body></html>\n"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+def write_report(folder: Path, report: dict[str, Any], predictions: Mapping[str, np.ndarray], figures: Mapping[str, np.ndarray]) -> Path:
+    """Write ``report.json``, ``predictions.npz`` and ``report.html`` into ``folder``.
+
+    Args:
+        folder: the (staging) report folder.
+        report: every number (see the module docstring).
+        predictions: per-seed test outputs, ``{"task/arm/what": array}``.
+        figures: image arrays and distances the HTML draws.
+
+    Returns:
+        The JSON path.
+    """
+    report["files"] = {"html": REPORT_HTML, "json": REPORT_JSON, "predictions": PREDICTIONS}
+    plain = _plain(report)
+    buffer_path = folder / PREDICTIONS
+    arrays = {key: np.asarray(value) for key, value in predictions.items()}
+    np.savez_compressed(buffer_path, **arrays)  # type: ignore[arg-type]
+    _write_atomic(folder / REPORT_JSON, (json.dumps(plain, indent=1, allow_nan=False) + "\n").encode())
+    _write_atomic(folder / REPORT_HTML, render_html(plain, figures).encode())
+    return folder / REPORT_JSON
+
+
+# ---------------------------------------------------------------------------------------- inspect ----
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """Read and check a ``report.json`` (a report folder is accepted too)."""
+    report_path = Path(path)
+    if report_path.is_dir():
+        report_path = report_path / REPORT_JSON
+    if not report_path.is_file():
+        raise AugmentorError(f"{report_path}: file not found")
+    try:
+        report = json.loads(report_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise AugmentorError(f"{report_path}: not a readable JSON file ({error})") from None
+    if not isinstance(report, dict) or report.get("format") != FORMAT:
+        raise AugmentorError(f"{report_path}: not an augmentor evaluation report (no format {FORMAT!r})")
+    return report
+
+
+def headline_rows(section: Mapping[str, Any]) -> list[list[str]]:
+    """Rows of the terminal headline table: arm, then per headline metric "estimate [CI]" and its Δ vs real."""
+    paired = section.get("paired_differences", {})
+    rows = []
+    for arm in section["arms"]:
+        name = arm["name"]
+        cells = [name]
+        for metric in section["headline_metrics"]:
+            text = _format(section["metrics"][name][metric])
+            if name in paired:
+                text += f"\nΔ {_format_difference(paired[name][metric])}"
+            cells.append(text)
+        rows.append(cells)
+    return rows
+
+
+def print_headline(report_json_path: Path) -> None:
+    """Print a report's headline tables (arm x metric, 95 % CI, Δ vs real only with p) in the terminal.
+
+    Args:
+        report_json_path: a ``report.json`` (or the report folder).
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    report = load_report(report_json_path)
+    console = Console(width=200)
+    console.print(f"[bold]{report['name']}[/bold] — {report.get('description') or ''} ({report['created']}, {report['runtime_s']} s)")
+    for task in ("classification", "segmentation"):
+        section = report.get(task)
+        if not section:
+            continue
+        table = Table(title=f"{task}: mean over seeds {report['seeds']} [95 % CI]; Δ vs real only [95 % CI], p", show_lines=True)
+        table.add_column("arm")
+        for metric in section["headline_metrics"]:
+            table.add_column(metric, justify="right")
+        for row in headline_rows(section):
+            table.add_row(*row)
+        console.print(table)
+    memorisation = report.get("memorisation", {})
+    if "near_copies" in memorisation:
+        console.print(f"memorisation: {memorisation['near_copies']} of {memorisation['synthetic_audited']} synthetic samples flagged as near-copies")
+
+
+def inspect_report(path: str | Path) -> None:
+    """``augment inspect report.json`` (dispatched from :mod:`augmentor.inspect`): the headline tables."""
+    print_headline(Path(path))
