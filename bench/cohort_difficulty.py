@@ -107,7 +107,11 @@ def classic_augment(images: torch.Tensor, generator: torch.Generator, max_shift:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1000
+    """Training budget: ``min_steps`` optimiser steps, and at least ``min_epochs`` passes over the data,
+    so both arms train to a plateau (182 lesions: 1 000 steps = 350 epochs; 5 000: 25 epochs)."""
+
+    min_steps: int = 1000
+    min_epochs: int = 25
     batch_size: int = 64
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
@@ -120,10 +124,11 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: in
     generator = torch.Generator().manual_seed(seed)
     model = FridAdarCNN(num_classes, widths=config.widths)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, config.steps)
     count = images.shape[0]
+    steps = max(config.min_steps, math.ceil(config.min_epochs * count / config.batch_size))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
     model.train()
-    for _ in range(config.steps):
+    for _ in range(steps):
         index = torch.randint(0, count, (config.batch_size,), generator=generator)
         batch = classic_augment(images[index], generator)
         loss = nn.functional.cross_entropy(model(batch), labels[index])
@@ -172,7 +177,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="cohort seed (tune on 1, report on 0)")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per arm")
     parser.add_argument("--large-size", type=int, default=5000)
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--min-steps", type=int, default=TrainConfig.min_steps)
+    parser.add_argument("--min-epochs", type=int, default=TrainConfig.min_epochs)
     parser.add_argument("--test-size", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "augmentor-cohort-difficulty")
@@ -184,7 +190,7 @@ def main() -> None:
 
     paths = ensure_cohorts(args.cohort, args.seed, args.large_size, args.workdir, args.test_size)
     test_images, test_labels, class_names = load_arrays(paths["test"])
-    config = TrainConfig(steps=args.steps)
+    config = TrainConfig(min_steps=args.min_steps, min_epochs=args.min_epochs)
     results: dict[str, dict[str, list[float]]] = {}
     sizes: dict[str, int] = {}
     for arm in args.arms.split(","):
@@ -201,7 +207,7 @@ def main() -> None:
                 results[arm][key].append(value)
             print(f"{args.cohort} {arm} (n={len(labels)}) seed {training_seed}: macro sensitivity {sensitivity:.3f} specificity {specificity:.3f} ({seconds:.0f} s)", flush=True)
 
-    print(f"\n{args.cohort} (cohort seed {args.seed}, test n={len(test_labels)}, {args.seeds} training seeds, {args.steps} steps)")
+    print(f"\n{args.cohort} (cohort seed {args.seed}, test n={len(test_labels)}, {args.seeds} training seeds, >= {config.min_steps} steps and {config.min_epochs} epochs)")
     print(f"{'train set':>12} | {'macro sensitivity':>18} | {'macro specificity':>18}")
     for arm, values in results.items():
         n = sizes[arm]

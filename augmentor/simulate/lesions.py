@@ -65,12 +65,12 @@ METASTASIS_TYPES = ("hypovascular", "hypervascular", "cystic")
 
 # Appearance variants (stored per sample as an index; names go into the file's provenance).
 LIVER_VARIANTS: dict[str, tuple[str, ...]] = {
-    "cyst": ("simple", "septated", "bilocular"),
-    "metastasis": ("homogeneous", "rim", "target", "necrotic", "hypervascular", "cystic"),
+    "cyst": ("simple", "septated", "bilocular", "proteinaceous"),
+    "metastasis": ("homogeneous", "rim", "target", "necrotic", "hypervascular", "cystic", "calcified"),
     "hemangioma": ("nodular-fill", "flash-fill", "scar"),
 }
 LUNG_VARIANTS: dict[str, tuple[str, ...]] = {
-    "benign": ("solid", "calcified", "hamartoma", "perifissural"),
+    "benign": ("solid", "calcified", "hamartoma", "perifissural", "inflammatory"),
     "malignant": ("solid", "spiculated", "part-solid", "cavitary"),
 }
 
@@ -210,6 +210,11 @@ def render_cyst(rng: np.random.Generator, scene: Scene, grid: Grid, patient: Liv
     style = patient_style(patient, LiverLesionClass.CYST)
     occupancy = smooth_step(fields.depth_mm, style.uniform(0.05, 0.2))
     cyst_hu = float(np.clip(style.normal(8.0, 5.0) + rng.normal(0.0, 1.5), -3.0, 22.0))
+    # Proteinaceous or haemorrhagic cysts (a patient trait, e.g. polycystic disease) are denser than
+    # water but stay homogeneous and sharp: a cyst with a metastasis's HU.
+    proteinaceous = style.random() < 0.1
+    if proteinaceous:
+        cyst_hu = float(style.uniform(25.0, 50.0) + rng.normal(0.0, 3.0))
     interior = np.full_like(y, cyst_hu)
     variant = int(rng.choice(3, p=[0.86, 0.07, 0.07]))
     mask = fields.depth_mm > 0
@@ -233,6 +238,8 @@ def render_cyst(rng: np.random.Generator, scene: Scene, grid: Grid, patient: Liv
         second_depth = shape_fields(second, y, x).depth_mm
         occupancy = np.maximum(occupancy, smooth_step(second_depth, 0.1))
         mask = mask | (second_depth > 0)
+    if proteinaceous and variant == 0:
+        variant = 3
     hu = composite(scene.hu, interior, occupancy)
     return RenderedLesion(hu=hu, mask=mask, class_index=int(LiverLesionClass.CYST), diameter_mm=diameter_mm, variant=variant)
 
@@ -294,6 +301,16 @@ def render_metastasis(rng: np.random.Generator, scene: Scene, grid: Grid, patien
         necrosis = smooth_step((necrosis_radius - u) * radius, 0.6)
         interior = composite(interior, rng.uniform(10.0, 32.0), necrosis)
         variant = 3 if phenotype == "hypovascular" else variant
+    # Mucinous colorectal metastases calcify: clumps of punctate calcium scattered through the tumour
+    # (brighter, more central and more irregular than a hemangioma's peripheral blood-pool nodules).
+    if phenotype == "hypovascular" and style.random() < 0.08:
+        calcium = np.zeros_like(y)
+        for _ in range(int(rng.integers(2, 7))):
+            angle, depth = rng.uniform(0, 2 * math.pi), rng.uniform(0.0, 0.7) * radius
+            blob = np.hypot(y - shape.centre_mm[0] - depth * math.sin(angle), x - shape.centre_mm[1] - depth * math.cos(angle))
+            np.maximum(calcium, smooth_step(rng.uniform(0.4, 1.2) - blob, 0.2), out=calcium)
+        interior = composite(interior, rng.uniform(250.0, 600.0), calcium)
+        variant = 6
 
     occupancy = smooth_step(fields.depth_mm, margin_mm)
     hu = scene.hu
@@ -404,18 +421,18 @@ def render_liver_lesion(
 def draw_lung_diameter(rng: np.random.Generator, nodule_class: LungNoduleClass) -> float:
     """Diameter (mm): benign nodules are mostly < 10 mm, cancers mostly 10-30 mm; the tails overlap."""
     if nodule_class == LungNoduleClass.BENIGN:
-        return truncated_lognormal(rng, 9.0, 0.4, 4.0, 25.0)
-    return truncated_lognormal(rng, 15.0, 0.4, 5.0, 30.0)
+        return truncated_lognormal(rng, 10.0, 0.45, 4.0, 25.0)
+    return truncated_lognormal(rng, 14.0, 0.45, 5.0, 30.0)
 
 
 def _spicules(
-    rng: np.random.Generator, y: np.ndarray, x: np.ndarray, shape: LesionShape, count: int, edge_mm: float
+    rng: np.random.Generator, y: np.ndarray, x: np.ndarray, shape: LesionShape, count: int, edge_mm: float, length_scale: float = 1.0
 ) -> np.ndarray:
     """Spiculation: thin radial strands (tumour and fibrotic reaction) leaving the margin, tapering."""
     occupancy = np.zeros_like(y)
     radius = shape.diameter_mm / 2
     for angle in rng.uniform(0, 2 * math.pi, count):
-        length = radius * rng.uniform(0.2, 0.7) + rng.uniform(1.5, 7.0)
+        length = length_scale * (radius * rng.uniform(0.2, 0.7) + rng.uniform(1.5, 7.0))
         curve = rng.normal(0.0, 0.15)
         start = (shape.centre_mm[0] + 0.8 * radius * math.sin(angle), shape.centre_mm[1] + 0.8 * radius * math.cos(angle))
         middle_angle = angle + curve
@@ -428,16 +445,17 @@ def _spicules(
 
 
 def render_benign_nodule(rng: np.random.Generator, scene: Scene, grid: Grid, patient: LungPatient, diameter_mm: float) -> RenderedLesion:
-    """A benign nodule: granuloma (often calcified), hamartoma (fat, popcorn calcium), intrapulmonary
-    lymph node (perifissural, lentiform), or a nonspecific smooth solid nodule."""
+    """A benign nodule: granuloma (sometimes calcified), hamartoma (fat, popcorn calcium), intrapulmonary
+    lymph node (perifissural, lentiform), inflammatory nodule (irregular, a few strands), or a
+    nonspecific smooth solid nodule."""
     y, x = grid.mesh()
     radius = diameter_mm / 2
-    variant = int(rng.choice(4, p=[0.5, 0.28, 0.08, 0.14]))
+    variant = int(rng.choice(5, p=[0.5, 0.13, 0.07, 0.14, 0.16]))
     aspect = float(rng.uniform(1.0, 1.25))
     if variant == 3:
         aspect = float(rng.uniform(1.6, 2.5))  # lentiform/triangular perifissural node
-    # About a sixth of benign nodules are mildly lobulated: the overlap with cancer.
-    lobulation = (0.04, 0.1) if rng.random() < 0.17 else (0.0, 0.04)
+    # Inflammatory nodules and about a fifth of the others are lobulated: the overlap with cancer.
+    lobulation = (0.04, 0.12) if variant == 4 or rng.random() < 0.2 else (0.0, 0.04)
     shape = LesionShape(
         centre_mm=lesion_centre(rng, grid),
         diameter_mm=diameter_mm,
@@ -485,7 +503,14 @@ def render_benign_nodule(rng: np.random.Generator, scene: Scene, grid: Grid, pat
         # The fissure the lymph node sits on.
         across = -(x - shape.centre_mm[1]) * math.sin(shape.angle) + (y - shape.centre_mm[0]) * math.cos(shape.angle)
         hu = composite(hu, -100.0, smooth_step(0.25 - np.abs(across), grid.fine_spacing_mm * 0.6))
-    occupancy = smooth_step(fields.depth_mm, rng.uniform(0.1, 0.35))
+    margin_mm = rng.uniform(0.1, 0.3)  # crisp: granulomas and lymph nodes are well circumscribed
+    if variant == 4:
+        # Inflammatory / organising nodule: softer margin and a few short fibrotic strands -- shorter and
+        # fewer than a cancer's spicules, but enough to fool a quick look.
+        margin_mm = rng.uniform(0.3, 0.7)
+        strands = _spicules(rng, y, x, shape, int(rng.integers(2, 6)), grid.fine_spacing_mm * 0.6, length_scale=0.5)
+        hu = composite(hu, solid_hu * 0.5 - 80.0, strands * (scene.organ_depth_mm > 0))
+    occupancy = smooth_step(fields.depth_mm, margin_mm)
     hu = composite(hu, interior, occupancy)
     return RenderedLesion(hu=hu, mask=fields.depth_mm > 0, class_index=int(LungNoduleClass.BENIGN), diameter_mm=diameter_mm, variant=variant)
 
@@ -494,7 +519,7 @@ def render_malignant_nodule(rng: np.random.Generator, scene: Scene, grid: Grid, 
     """A lung cancer: lobulated, spiculated, pleural tags, sometimes part-solid or with lucencies."""
     y, x = grid.mesh()
     radius = diameter_mm / 2
-    smooth_cancer = rng.random() < 0.2  # small, smooth cancers: the overlap with benign nodules
+    smooth_cancer = rng.random() < 0.3  # smooth cancers: the overlap with benign nodules
     shape = LesionShape(
         centre_mm=lesion_centre(rng, grid),
         diameter_mm=diameter_mm,
@@ -509,7 +534,7 @@ def render_malignant_nodule(rng: np.random.Generator, scene: Scene, grid: Grid, 
     edge = grid.fine_spacing_mm * 0.6
     variant = 0
     hu = scene.hu
-    part_solid = rng.random() < 0.22
+    part_solid = rng.random() < 0.18
     if part_solid:
         # Adenocarcinoma spectrum: ground glass (-700 to -400 HU) with a solid, often eccentric, core.
         ground_glass = rng.uniform(-700.0, -400.0) + 40.0 * random_field(rng, y.shape, 1.0 / grid.fine_spacing_mm)
@@ -521,7 +546,7 @@ def render_malignant_nodule(rng: np.random.Generator, scene: Scene, grid: Grid, 
             diameter_mm=diameter_mm * core_fraction,
             aspect=float(rng.uniform(1.0, 1.4)),
             angle=float(rng.uniform(0, math.pi)),
-            harmonics=random_harmonics(rng, (0.05, 0.15), (2, 5), 2),
+            harmonics=random_harmonics(rng, (0.03, 0.1), (2, 4), 2),
         )
         core_occupancy = smooth_step(shape_fields(core, y, x).depth_mm, 0.3)
         interior = composite(ground_glass, interior, core_occupancy)
@@ -537,10 +562,11 @@ def render_malignant_nodule(rng: np.random.Generator, scene: Scene, grid: Grid, 
             angle, depth = rng.uniform(0, 2 * math.pi), rng.uniform(0.0, 0.5) * radius
             blob = np.hypot(y - shape.centre_mm[0] - depth * math.sin(angle), x - shape.centre_mm[1] - depth * math.cos(angle))
             interior = composite(interior, -900.0, smooth_step(rng.uniform(0.5, 1.5) - blob, 0.2))
-    occupancy = smooth_step(fields.depth_mm, rng.uniform(0.25, 0.8) if not part_solid else 0.6)
+    # Even smooth cancers have a slightly fuzzy, infiltrating edge -- a subtle cue that takes many examples to learn.
+    occupancy = smooth_step(fields.depth_mm, rng.uniform(0.45, 1.0) if not part_solid else 0.6)
     strands = np.zeros_like(y)
-    if not smooth_cancer and rng.random() < 0.65:
-        strands = _spicules(rng, y, x, shape, int(rng.integers(4, 16)), edge)
+    if not smooth_cancer and rng.random() < 0.55:
+        strands = _spicules(rng, y, x, shape, int(rng.integers(3, 14)), edge)
         variant = variant or 1
     if scene.boundary_point_mm is not None and scene.boundary_normal is not None and rng.random() < 0.6:
         # Pleural tag: linear strands from the nodule to the pleura, with a small retraction notch.
