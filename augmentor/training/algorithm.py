@@ -12,6 +12,7 @@ already on the algorithm's device.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -52,7 +53,7 @@ def adam(network: nn.Module, lr: float, betas: tuple[float, float], device: torc
     return torch.optim.Adam(network.parameters(), lr=lr, betas=betas, fused=device.type == "cuda" or None)
 
 
-class AdversarialAlgorithm:
+class AdversarialAlgorithm(ABC):
     """Base of the generator-versus-discriminator update rules.
 
     Args:
@@ -108,8 +109,9 @@ class AdversarialAlgorithm:
         scaler.step(optimizer)
         scaler.update()
 
+    @abstractmethod
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """One update of the networks on ``batch``; returns its metrics as device tensors (no host sync)."""
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         """One update; returns its metrics as floats (synchronises with the device)."""
