@@ -20,7 +20,7 @@ from torch import nn
 from augmentor.data.writer import temporary_path
 from augmentor.training.ema import recalibrate_batch_norm
 
-MIN_CELL_PIXELS = 64
+MIN_CELL_PIXELS = 128
 LABEL_MARGIN = 96
 CONTOUR_RGB = (255, 48, 48)
 
@@ -63,10 +63,12 @@ def render_grid(pairs: torch.Tensor, class_names: Sequence[str], image_channels:
     height, width = pairs.shape[-2:]
     scale = max(1, -(-MIN_CELL_PIXELS // max(height, width)))
     image = ((pairs[:, :1].float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
-    edges = outline(pairs[:, image_channels : image_channels + 1] > 0)
+    masks = pairs[:, image_channels : image_channels + 1] > 0
+    # Enlarge first, then outline: a one-pixel contour at display size leaves the lesion itself visible.
+    image, masks = (t.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3) for t in (image, masks))
     rgb = image.repeat(1, 3, 1, 1)
-    rgb = torch.where(edges, torch.tensor(CONTOUR_RGB, dtype=torch.uint8, device=rgb.device).view(1, 3, 1, 1), rgb)
-    rgb = rgb.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3).cpu()
+    contour = torch.tensor(CONTOUR_RGB, dtype=torch.uint8, device=rgb.device).view(1, 3, 1, 1)
+    rgb = torch.where(outline(masks), contour, rgb).cpu()
     cell_h, cell_w, gap = height * scale, width * scale, 2
     canvas = np.full((rows * (cell_h + gap) + gap, LABEL_MARGIN + columns * (cell_w + gap) + gap, 3), 32, dtype=np.uint8)
     for index in range(rows * columns):
