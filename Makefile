@@ -18,12 +18,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-# The main job on the embedded default. Until the shipped GAN models are trained, the demo builds the
-# virtual-patient liver cohort (the published 182 training lesions + a 1 500-lesion test set) and inspects it.
+# The main job on the embedded default: 60 000 labelled synthetic metastases (image, mask, class,
+# provenance) from the shipped frid-adar-liver model, then a look at them.
 demo: $(STAMP)
 	mkdir -p $(DEMO_DIR)
-	$(BIN)/augment cohort liver-lesions --out $(DEMO_DIR)/liver --seed 0 --overwrite
-	$(BIN)/augment inspect $(DEMO_DIR)/liver/train.h5 --grid $(DEMO_DIR)/liver-train.png
+	$(BIN)/augment generate --class metastasis --n 60000 --out $(DEMO_DIR)/metastasis.h5 --overwrite
+	$(BIN)/augment inspect $(DEMO_DIR)/metastasis.h5 --grid $(DEMO_DIR)/metastasis.png
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2
@@ -39,14 +39,15 @@ lint: $(STAMP)
 	$(BIN)/mypy augmentor evaluation cli.py
 
 # Rebuild the shipped models from scratch: simulator cohorts (train split only), then each recipe.
-# On 2 CPU cores this takes hours; with a GPU, minutes. Weights land in augmentor/zoo/weights/<name>/.
+# On 2 CPU cores (one model per core) this takes about an hour; with a GPU, minutes. Weights land in augmentor/zoo/weights/<name>/.
 ZOO_DIR := augmentor/zoo/weights
 zoo: $(STAMP)
-	$(BIN)/augment cohort liver-lesions --out cohorts/liver --seed 0 --overwrite
-	$(BIN)/augment cohort lung-nodules --out cohorts/lung --seed 0 --overwrite
-	$(BIN)/augment train frid-adar-liver --data cohorts/liver/train.h5 --out runs/frid-adar-liver --overwrite
-	$(BIN)/augment train onishi-lung --data cohorts/lung/train.h5 --out runs/onishi-lung --overwrite
-	for name in frid-adar-liver onishi-lung; do mkdir -p $(ZOO_DIR)/$$name && cp runs/$$name/model.safetensors runs/$$name/model.json $(ZOO_DIR)/$$name/; done
+	$(BIN)/augment cohort liver-lesions --out cohorts/liver-lesions-seed0 --seed 0 --overwrite
+	$(BIN)/augment cohort lung-nodules --out cohorts/lung-nodules-seed0 --seed 0 --overwrite
+	OMP_NUM_THREADS=1 $(BIN)/augment train frid-adar-liver --data cohorts/liver-lesions-seed0/train.h5 --out runs/frid-adar-liver --overwrite & \
+	OMP_NUM_THREADS=1 $(BIN)/augment train onishi-lung-dcgan --data cohorts/lung-nodules-seed0/train.h5 --out runs/onishi-lung-dcgan --overwrite & \
+	wait
+	for name in frid-adar-liver onishi-lung-dcgan; do mkdir -p $(ZOO_DIR)/$$name && cp runs/$$name/model.safetensors runs/$$name/model.json $(ZOO_DIR)/$$name/; done
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info

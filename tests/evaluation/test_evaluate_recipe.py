@@ -37,7 +37,7 @@ def test_published_protocols_in_the_shipped_recipes() -> None:
     liver, lung = load_recipe("evaluate-liver"), load_recipe("evaluate-lung")
     assert liver.data.cohort == "liver-lesions" and liver.synthetic.model == "frid-adar-liver" and len(liver.train.seeds) == 5
     assert liver.arms.sweep == (1.0, 2.0, 5.0, 10.0)
-    assert lung.data.cohort == "lung-nodules" and lung.synthetic.model == "onishi-lung" and lung.arms.pretrain_samples == 60_000
+    assert lung.data.cohort == "lung-nodules" and lung.synthetic.model == "onishi-lung-dcgan" and lung.arms.pretrain_samples == 60_000
 
 
 def test_arms_expand_the_sweep_and_put_the_baseline_first() -> None:

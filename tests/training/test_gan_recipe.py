@@ -8,7 +8,7 @@ from augmentor.errors import RecipeError
 from augmentor.recipes import load_recipe, to_dict, validate_recipe
 from augmentor.training.recipe import GanRecipe
 
-SHIPPED = ["tiny-cgan", "tiny-wgan-gp", "frid-adar-liver", "onishi-lung"]
+SHIPPED = ["tiny-cgan", "tiny-wgan-gp", "frid-adar-liver", "onishi-lung", "onishi-lung-dcgan"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
