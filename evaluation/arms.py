@@ -36,6 +36,9 @@ class ArmKind(StrEnum):
 
 
 BASELINE = ArmKind.REAL.value  # paired differences are against this arm
+# ... and, for the arms that use synthetic data, also against classic augmentation alone: the question
+# Frid-Adar et al. 2018 ask is what GAN samples add on top of classic augmentation.
+CLASSIC_BASELINE = ArmKind.CLASSIC.value
 
 
 @dataclass(frozen=True)

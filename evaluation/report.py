@@ -114,7 +114,13 @@ def _paired_table(section: Mapping[str, Any], names: Sequence[str]) -> str:
     if not paired:
         return "<p class='note'>No 'real' arm: no paired differences.</p>"
     rows = [[arm, *(_format_difference(paired[arm][m]) for m in names)] for arm in paired if arm != "baseline"]
-    return _table(["arm − real", *(f"Δ {m}" for m in names)], rows)
+    text = _table(["arm − real", *(f"Δ {m}" for m in names)], rows)
+    versus_classic = section.get("paired_differences_vs_classic", {})
+    if versus_classic:
+        rows = [[arm, *(_format_difference(versus_classic[arm][m]) for m in names)] for arm in versus_classic if arm != "baseline"]
+        text += "<p>What the synthetic data add on top of classic augmentation:</p>"
+        text += _table(["arm − classic", *(f"Δ {m}" for m in names)], rows)
+    return text
 
 
 def _fidelity_html(fidelity: Mapping[str, Any], report: Mapping[str, Any]) -> str:
@@ -354,8 +360,10 @@ def load_report(path: str | Path) -> dict[str, Any]:
 
 
 def headline_rows(section: Mapping[str, Any]) -> list[list[str]]:
-    """Rows of the terminal headline table: arm, then per headline metric "estimate [CI]" and its Δ vs real."""
+    """Rows of the terminal headline table: arm, then per headline metric "estimate [CI]", its Δ vs real
+    and, for arms with synthetic data, its Δ vs classic augmentation."""
     paired = section.get("paired_differences", {})
+    versus_classic = section.get("paired_differences_vs_classic", {})
     rows = []
     for arm in section["arms"]:
         name = arm["name"]
@@ -364,6 +372,8 @@ def headline_rows(section: Mapping[str, Any]) -> list[list[str]]:
             text = _format(section["metrics"][name][metric])
             if name in paired:
                 text += f"\nΔ {_format_difference(paired[name][metric])}"
+            if name in versus_classic:
+                text += f"\nΔc {_format_difference(versus_classic[name][metric])}"
             cells.append(text)
         rows.append(cells)
     return rows
@@ -385,7 +395,10 @@ def print_headline(report_json_path: Path) -> None:
         section = report.get(task)
         if not section:
             continue
-        table = Table(title=f"{task}: mean over seeds {report['seeds']} [95 % CI]; Δ vs real only [95 % CI], p", show_lines=True)
+        title = f"{task}: mean over seeds {report['seeds']} [95 % CI]; Δ vs real only [95 % CI], p"
+        if section.get("paired_differences_vs_classic"):
+            title += "; Δc vs classic augmentation"
+        table = Table(title=title, show_lines=True)
         table.add_column("arm")
         for metric in section["headline_metrics"]:
             table.add_column(metric, justify="right")

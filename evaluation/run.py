@@ -33,7 +33,7 @@ from augmentor.errors import AugmentorError, OutputExistsError
 from augmentor.progress import progress_bar
 from augmentor.recipes import load_recipe, to_dict
 from evaluation import bootstrap, metrics
-from evaluation.arms import BASELINE, Arm, ArmKind, StagePlan, expand_arms, pretrain_counts
+from evaluation.arms import BASELINE, CLASSIC_BASELINE, Arm, ArmKind, StagePlan, expand_arms, pretrain_counts
 from evaluation.inputs import (
     RealData,
     SyntheticData,
@@ -212,16 +212,22 @@ def _analyse(task: Task, arms: Sequence[Arm], results: dict[tuple[str, str, int]
         replicates[arm.name] = {name: np.stack([r[name] for r in per_seed_reps]) for name in names}
 
     estimates = {arm.name: {name: bootstrap.estimate(points[arm.name][name], replicates[arm.name][name], boot).to_dict() for name in names} for arm in arms}
-    paired: dict[str, Any] = {}
-    if BASELINE in points:
-        paired["baseline"] = BASELINE
-        for arm in arms:
-            if arm.name == BASELINE:
-                continue
-            paired[arm.name] = {
-                name: bootstrap.paired_difference(points[arm.name][name], replicates[arm.name][name], points[BASELINE][name], replicates[BASELINE][name], boot).to_dict()
+
+    def differences(baseline: str, compared: list[Arm]) -> dict[str, Any]:
+        """Each arm of ``compared`` minus ``baseline``, paired by seed and test sample."""
+        if baseline not in points or not compared:
+            return {}
+        table: dict[str, Any] = {"baseline": baseline}
+        for arm in compared:
+            table[arm.name] = {
+                name: bootstrap.paired_difference(points[arm.name][name], replicates[arm.name][name], points[baseline][name], replicates[baseline][name], boot).to_dict()
                 for name in names
             }
+        return table
+
+    paired = differences(BASELINE, [arm for arm in arms if arm.name != BASELINE])
+    synthetic_kinds = (ArmKind.CLASSIC_SYNTHETIC, ArmKind.PRETRAIN_FINETUNE, ArmKind.SYNTHETIC_ONLY)
+    paired_vs_classic = differences(CLASSIC_BASELINE, [arm for arm in arms if arm.kind in synthetic_kinds])
     training = {
         arm.name: [{"seed": seed, "seconds": round(results[(task.value, arm.name, seed)].seconds, 3), "stages": results[(task.value, arm.name, seed)].logs} for seed in seeds]
         for arm in arms
@@ -236,6 +242,7 @@ def _analyse(task: Task, arms: Sequence[Arm], results: dict[tuple[str, str, int]
         ],
         "metrics": estimates,
         "paired_differences": paired,
+        "paired_differences_vs_classic": paired_vs_classic,
         "training": training,
         **extra,
     }

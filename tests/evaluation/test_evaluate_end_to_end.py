@@ -47,6 +47,13 @@ def test_tiny_recipe_end_to_end(tiny_inputs: Any, run_evaluate: Run, tmp_path: P
     assert classification["paired_differences"]["baseline"] == "real"
     assert set(classification["paired_differences"]) == {"baseline", *arms[1:]}
     assert set(classification["paired_differences"]["classic"]["auc_macro"]) == {"estimate", "low", "high", "p_value"}
+    # the synthetic arms are also compared with classic augmentation alone, paired the same way
+    versus_classic = classification["paired_differences_vs_classic"]
+    assert versus_classic["baseline"] == "classic" and set(versus_classic) == {"baseline", *arms[2:]}
+    for arm in arms[2:]:
+        difference = versus_classic[arm]["accuracy"]["estimate"]
+        expected = classification["metrics"][arm]["accuracy"]["estimate"] - classification["metrics"]["classic"]["accuracy"]["estimate"]
+        assert difference == pytest.approx(expected, abs=1e-9)
     # the pretraining arm trained in two stages, on synthetic then real samples
     stages = classification["training"]["pretrain-finetune"][0]["stages"]
     assert [s["name"] for s in stages] == ["pretrain", "finetune"]
