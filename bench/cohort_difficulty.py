@@ -184,13 +184,17 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "augmentor-cohort-difficulty")
     parser.add_argument("--arms", default="small,large")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--widths", default="16,32,64", help="filters of the three conv stages (the paper: 32,64,128)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
 
     paths = ensure_cohorts(args.cohort, args.seed, args.large_size, args.workdir, args.test_size)
     test_images, test_labels, class_names = load_arrays(paths["test"])
-    config = TrainConfig(min_steps=args.min_steps, min_epochs=args.min_epochs)
+    widths = tuple(int(w) for w in args.widths.split(","))
+    if len(widths) != 3:
+        parser.error(f"--widths needs three numbers, got {args.widths!r}")
+    config = TrainConfig(min_steps=args.min_steps, min_epochs=args.min_epochs, widths=(widths[0], widths[1], widths[2]))
     results: dict[str, dict[str, list[float]]] = {}
     sizes: dict[str, int] = {}
     for arm in args.arms.split(","):
