@@ -25,6 +25,7 @@ on a 2-core machine: the wide one trains ~8x slower here. Widths are a flag.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import tempfile
@@ -37,6 +38,7 @@ import torch
 from torch import nn
 
 from augmentor.data import H5Dataset
+from augmentor.data.reader import H5File
 from augmentor.simulate.cohorts import build_cohort
 
 LARGE_POOL_SEED_OFFSET = 1000
@@ -166,6 +168,37 @@ def ensure_cohorts(cohort: str, seed: int, large_size: int, workdir: Path, test_
     return {"small": base / "train.h5", "large": large / "train.h5", "test": base / "test.h5"}
 
 
+def variant_names(path: Path) -> tuple[np.ndarray, list[str]]:
+    """Per test sample, the index of its (class, variant) pair, and the pairs' names (from the file's provenance)."""
+    file = H5File(path)
+    labels, variants = file.labels(), file.extra("variant").astype(int)
+    table: dict[str, list[str]] = file.info.provenance.get("details", {}).get("variants", {})
+    names = [f"{cls}/{table.get(cls, [])[v] if v < len(table.get(cls, [])) else v}" for cls, v in
+             ((file.info.class_names[int(c)], int(v)) for c, v in zip(labels, variants, strict=True))]
+    unique = sorted(set(names))
+    return np.asarray([unique.index(n) for n in names]), unique
+
+
+def size_bins(path: Path, edges: tuple[float, ...] = (10.0, 15.0, 20.0)) -> tuple[np.ndarray, list[str]]:
+    """Per test sample, its diameter bin, and the bins' names."""
+    diameters = H5File(path).extra("diameter_mm")
+    names = [f"<{edges[0]:g} mm"] + [f"{a:g}-{b:g} mm" for a, b in itertools.pairwise(edges)] + [f">={edges[-1]:g} mm"]
+    return np.digitize(diameters, edges), names
+
+
+def print_breakdown(title: str, groups: np.ndarray, names: list[str], truth: np.ndarray, predictions: dict[str, list[np.ndarray]]) -> None:
+    """Recall (fraction of its samples called their true class) per group, averaged over training seeds, per arm."""
+    arms = list(predictions)
+    print(f"\nrecall by {title}:")
+    print(f"{'':>28} {'n':>5} " + " ".join(f"{arm:>7}" for arm in arms))
+    for index, name in enumerate(names):
+        chosen = groups == index
+        if not chosen.any():
+            continue
+        recalls = [np.mean([(p[chosen] == truth[chosen]).mean() for p in predictions[arm]]) for arm in arms]
+        print(f"{name:>28} {int(chosen.sum()):>5} " + " ".join(f"{r:7.3f}" for r in recalls))
+
+
 def spread(values: np.ndarray) -> float:
     """Sample standard deviation over training seeds (nan for one seed)."""
     return float(values.std(ddof=1)) if values.size > 1 else math.nan
@@ -185,6 +218,7 @@ def main() -> None:
     parser.add_argument("--arms", default="small,large")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--widths", default="16,32,64", help="filters of the three conv stages (the paper: 32,64,128)")
+    parser.add_argument("--breakdown", action="store_true", help="also print recall per lesion variant and size (where the task is hard)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -196,15 +230,18 @@ def main() -> None:
         parser.error(f"--widths needs three numbers, got {args.widths!r}")
     config = TrainConfig(min_steps=args.min_steps, min_epochs=args.min_epochs, widths=(widths[0], widths[1], widths[2]))
     results: dict[str, dict[str, list[float]]] = {}
+    predictions: dict[str, list[np.ndarray]] = {}
     sizes: dict[str, int] = {}
     for arm in args.arms.split(","):
         images, labels, _ = load_arrays(paths[arm])
         sizes[arm] = int(labels.shape[0])
         results[arm] = {"sensitivity": [], "specificity": [], "seconds": []}
+        predictions[arm] = []
         for training_seed in range(args.seeds):
             start = time.perf_counter()
             model = train_classifier(images, labels, len(class_names), config, seed=training_seed)
             predicted = predict(model, test_images).numpy()
+            predictions[arm].append(predicted)
             sensitivity, specificity = macro_sensitivity_specificity(test_labels.numpy(), predicted, len(class_names))
             seconds = time.perf_counter() - start
             for key, value in (("sensitivity", sensitivity), ("specificity", specificity), ("seconds", seconds)):
@@ -220,6 +257,10 @@ def main() -> None:
     if "small" in results and "large" in results:
         gap = np.mean(results["large"]["sensitivity"]) - np.mean(results["small"]["sensitivity"])
         print(f"gain in macro sensitivity from 5 000 lesions: {gap:+.3f}")
+    if args.breakdown:
+        truth = test_labels.numpy()
+        print_breakdown("class/variant", *variant_names(paths["test"]), truth, predictions)
+        print_breakdown("diameter", *size_bins(paths["test"]), truth, predictions)
     if args.json:
         record = {"cohort": args.cohort, "seed": args.seed, "config": asdict(config), "sizes": sizes, "results": results}
         args.json.write_text(json.dumps(record, indent=2))

@@ -3,10 +3,11 @@
 Registered cohorts (``build_cohort(name, ...)``, ``augment cohort NAME``):
 
 - ``liver-lesions``: 64x64 lesion-centred ROIs of liver cysts, metastases and hemangiomas in the
-  portal-venous phase. Train = 53 / 64 / 65 lesions (the 182 of Frid-Adar et al. 2018) from about a
-  hundred patients, several lesions for some; test = 1 500 lesions from other patients.
+  portal-venous phase. Train = 53 / 64 / 65 lesions (the 182 of Frid-Adar et al. 2018) from about 90
+  patients (metastases and cysts often several per patient, sharing the patient's phenotype); test =
+  1 500 lesions from other patients.
 - ``lung-nodules``: 64x64 nodule-centred ROIs, benign / malignant. Train = 30 / 30 (the 60 of Onishi et
-  al. 2019); test = 1 000.
+  al. 2019) from about 45 patients (granulomas come in groups); test = 1 000.
 - ``abdomen-ct``: whole slices, built by :mod:`augmentor.simulate.abdomen`.
 
 How a lesion sample is made: draw the patient (contrast phase, texture, noise), the lesion's size, render
@@ -38,7 +39,7 @@ from augmentor.errors import AugmentorError, OutputExistsError, look_up_option
 from augmentor.simulate import lesions, scenes
 
 # Bump when a change alters the pixels a seed produces; stored in every file's provenance.
-SIMULATOR_VERSION = "lesion-roi-1"
+SIMULATOR_VERSION = "lesion-roi-2"
 
 SPLITS = ("train", "test")
 ROI_SIZE_PX = 64
@@ -106,8 +107,8 @@ LIVER_LESIONS = LesionCohort(
     test_size=1500,
     spacing_mm=0.8,
     hu_window=(-160.0, 240.0),
-    # Metastases are often multiple; cysts sometimes; hemangiomas mostly solitary.
-    lesions_per_patient=((0.5, 0.3, 0.2), (0.3, 0.25, 0.2, 0.15, 0.1), (0.7, 0.25, 0.05)),
+    # Metastases are often multiple; cysts often a few; hemangiomas mostly solitary.
+    lesions_per_patient=((0.38, 0.3, 0.2, 0.12), (0.22, 0.21, 0.2, 0.15, 0.1, 0.08, 0.04), (0.58, 0.3, 0.12)),
     variants=lesions.LIVER_VARIANTS,
     patient_prefix="liver",
     draw_patient=scenes.draw_liver_patient,
@@ -123,8 +124,8 @@ LUNG_NODULES = LesionCohort(
     test_size=1000,
     spacing_mm=0.7,
     hu_window=(-1000.0, 400.0),
-    # Granulomas come in small groups; a second primary cancer is rare.
-    lesions_per_patient=((0.8, 0.2), (0.9, 0.1)),
+    # Granulomas come in small groups; a second primary cancer or a satellite nodule is rare.
+    lesions_per_patient=((0.6, 0.25, 0.15), (0.9, 0.1)),
     variants=lesions.LUNG_VARIANTS,
     patient_prefix="lung",
     draw_patient=scenes.draw_lung_patient,

@@ -22,6 +22,12 @@ core) or with bubble-like lucencies.
 
 The classes overlap at their margins on purpose: small, fairly sharp metastases look like cysts; flash-
 filling hemangiomas look like hypervascular metastases; small smooth cancers look like granulomas.
+
+Traits of a patient's disease (a primary tumour's enhancement, one infection's calcified granulomas, a
+cancer's histology) are drawn from :func:`patient_style`, so one patient's lesions look alike. That is
+what makes the task hard with the published counts and easier with thousands: 182 lesions from about 90
+patients show far fewer distinct appearances than 182 independent lesions would
+(``bench/cohort_difficulty.py`` measures it).
 """
 
 from __future__ import annotations
@@ -162,12 +168,13 @@ class RenderedLesion:
     details: dict[str, float] = field(default_factory=dict)
 
 
-def patient_style(patient: LiverPatient, lesion_class: int) -> np.random.Generator:
+def patient_style(patient: LiverPatient | LungPatient, lesion_class: int) -> np.random.Generator:
     """The generator of the traits that all of one patient's lesions of one class share.
 
     Drawing a trait from it (instead of the lesion's own generator) makes it a property of the patient:
     every metastasis of one primary has the same enhancement pattern, every cyst of one liver the same
-    fluid. A small training set therefore covers fewer distinct appearances than its lesion count says.
+    fluid, every granuloma of one old infection the same calcification. A small training set therefore
+    covers fewer distinct appearances than its lesion count says.
     """
     return np.random.default_rng([patient.style_seed, int(lesion_class)])
 
@@ -176,6 +183,38 @@ def lesion_centre(rng: np.random.Generator, grid: Grid, jitter_px: float = 2.0) 
     """The lesion centre: the ROI centre plus a small offset (ROIs are drawn around lesions by hand)."""
     offset = rng.uniform(-jitter_px, jitter_px, size=2) * grid.spacing_mm
     return float(offset[0]), float(offset[1])
+
+
+def draw_lesion_shape(
+    rng: np.random.Generator,
+    grid: Grid,
+    diameter_mm: float,
+    *,
+    aspect: float | tuple[float, float],
+    lobulation: tuple[float, float],
+    orders: tuple[int, int],
+    harmonic_count: int | tuple[int, int],
+) -> LesionShape:
+    """A lesion outline near the ROI centre: aspect ratio, orientation and lobulation drawn from ``rng``.
+
+    Args:
+        rng: the generator of this sample.
+        grid: the fine grid (for the centre's jitter).
+        diameter_mm: equivalent-area diameter.
+        aspect: a fixed major/minor ratio, or the (low, high) range to draw it from.
+        lobulation: range of the harmonics' relative amplitudes.
+        orders: range of the harmonics' orders.
+        harmonic_count: how many harmonics, or the [low, high) range to draw it from.
+
+    Returns:
+        The shape. The draws happen in a fixed order (centre, aspect, angle, count, harmonics), so a
+        seed gives the same outline wherever this is called from.
+    """
+    centre = lesion_centre(rng, grid)
+    aspect_ratio = float(rng.uniform(*aspect)) if isinstance(aspect, tuple) else float(aspect)
+    angle = float(rng.uniform(0, math.pi))
+    count = int(rng.integers(*harmonic_count)) if isinstance(harmonic_count, tuple) else int(harmonic_count)
+    return LesionShape(centre, diameter_mm, aspect_ratio, angle, random_harmonics(rng, lobulation, orders, count))
 
 
 # ----------------------------------------------------------------------------------- liver models ----
@@ -199,13 +238,7 @@ def draw_liver_diameter(rng: np.random.Generator, lesion_class: LiverLesionClass
 def render_cyst(rng: np.random.Generator, scene: Scene, grid: Grid, patient: LiverPatient, diameter_mm: float) -> RenderedLesion:
     """A simple hepatic cyst: water HU, homogeneous, sharp, round to oval."""
     y, x = grid.mesh()
-    shape = LesionShape(
-        centre_mm=lesion_centre(rng, grid),
-        diameter_mm=diameter_mm,
-        aspect=float(rng.uniform(1.0, 1.35)),
-        angle=float(rng.uniform(0, math.pi)),
-        harmonics=random_harmonics(rng, (0.0, 0.03), (2, 4), 2),
-    )
+    shape = draw_lesion_shape(rng, grid, diameter_mm, aspect=(1.0, 1.35), lobulation=(0.0, 0.03), orders=(2, 4), harmonic_count=2)
     fields = shape_fields(shape, y, x)
     style = patient_style(patient, LiverLesionClass.CYST)
     occupancy = smooth_step(fields.depth_mm, style.uniform(0.05, 0.2))
@@ -248,13 +281,7 @@ def render_metastasis(rng: np.random.Generator, scene: Scene, grid: Grid, patien
     """A liver metastasis in the portal-venous phase, following the patient's primary-tumour phenotype."""
     y, x = grid.mesh()
     radius = diameter_mm / 2
-    shape = LesionShape(
-        centre_mm=lesion_centre(rng, grid),
-        diameter_mm=diameter_mm,
-        aspect=float(rng.uniform(1.0, 1.45)),
-        angle=float(rng.uniform(0, math.pi)),
-        harmonics=random_harmonics(rng, (0.02, 0.13), (2, 6), int(rng.integers(1, 4))),
-    )
+    shape = draw_lesion_shape(rng, grid, diameter_mm, aspect=(1.0, 1.45), lobulation=(0.02, 0.13), orders=(2, 6), harmonic_count=(1, 4))
     fields = shape_fields(shape, y, x)
     u = fields.radius_fraction
     # Enhancement pattern, margin and texture belong to the primary tumour: drawn once per patient,
@@ -332,13 +359,7 @@ def render_hemangioma(rng: np.random.Generator, scene: Scene, grid: Grid, patien
     """A cavernous hemangioma: peripheral discontinuous nodular enhancement, centripetal fill."""
     y, x = grid.mesh()
     radius = diameter_mm / 2
-    shape = LesionShape(
-        centre_mm=lesion_centre(rng, grid),
-        diameter_mm=diameter_mm,
-        aspect=float(rng.uniform(1.0, 1.4)),
-        angle=float(rng.uniform(0, math.pi)),
-        harmonics=random_harmonics(rng, (0.02, 0.09), (3, 6), int(rng.integers(1, 3))),
-    )
+    shape = draw_lesion_shape(rng, grid, diameter_mm, aspect=(1.0, 1.4), lobulation=(0.02, 0.09), orders=(3, 6), harmonic_count=(1, 3))
     fields = shape_fields(shape, y, x)
     u, theta = fields.radius_fraction, fields.theta
     style = patient_style(patient, LiverLesionClass.HEMANGIOMA)
@@ -421,8 +442,8 @@ def render_liver_lesion(
 def draw_lung_diameter(rng: np.random.Generator, nodule_class: LungNoduleClass) -> float:
     """Diameter (mm): benign nodules are mostly < 10 mm, cancers mostly 10-30 mm; the tails overlap."""
     if nodule_class == LungNoduleClass.BENIGN:
-        return truncated_lognormal(rng, 10.0, 0.45, 4.0, 25.0)
-    return truncated_lognormal(rng, 14.0, 0.45, 5.0, 30.0)
+        return truncated_lognormal(rng, 10.5, 0.45, 4.0, 25.0)
+    return truncated_lognormal(rng, 13.5, 0.45, 5.0, 30.0)
 
 
 def _spicules(
@@ -450,28 +471,26 @@ def render_benign_nodule(rng: np.random.Generator, scene: Scene, grid: Grid, pat
     nonspecific smooth solid nodule."""
     y, x = grid.mesh()
     radius = diameter_mm / 2
-    variant = int(rng.choice(5, p=[0.5, 0.13, 0.07, 0.14, 0.16]))
+    # What kind of benign disease a patient has (old granulomatous infection, hamartoma, nodes,
+    # organising inflammation) is the patient's: their nodules share it, density and margin too.
+    style = patient_style(patient, LungNoduleClass.BENIGN)
+    propensity = style.dirichlet(6.0 * np.asarray([0.48, 0.13, 0.07, 0.13, 0.19]))
+    variant = int(rng.choice(5, p=propensity))
     aspect = float(rng.uniform(1.0, 1.25))
     if variant == 3:
         aspect = float(rng.uniform(1.6, 2.5))  # lentiform/triangular perifissural node
     # Inflammatory nodules and about a fifth of the others are lobulated: the overlap with cancer.
     lobulation = (0.04, 0.12) if variant == 4 or rng.random() < 0.2 else (0.0, 0.04)
-    shape = LesionShape(
-        centre_mm=lesion_centre(rng, grid),
-        diameter_mm=diameter_mm,
-        aspect=aspect,
-        angle=float(rng.uniform(0, math.pi)),
-        harmonics=random_harmonics(rng, lobulation, (2, 4), 2),
-    )
+    shape = draw_lesion_shape(rng, grid, diameter_mm, aspect=aspect, lobulation=lobulation, orders=(2, 4), harmonic_count=2)
     fields = shape_fields(shape, y, x)
     u = fields.radius_fraction
-    solid_hu = float(rng.normal(38.0, 14.0))
+    solid_hu = float(style.normal(38.0, 13.0) + rng.normal(0.0, 5.0))
     interior = solid_hu + rng.uniform(2.0, 6.0) * random_field(rng, y.shape, 1.0 / grid.fine_spacing_mm)
     hu = scene.hu
     if variant == 1:
         # Benign calcification patterns: diffuse, central, laminated, popcorn.
-        pattern = int(rng.integers(0, 4))
-        calcium_hu = float(rng.uniform(250.0, 900.0))
+        pattern = int(style.integers(0, 4)) if style.random() < 0.7 else int(rng.integers(0, 4))
+        calcium_hu = float(np.clip(style.uniform(250.0, 900.0) * rng.uniform(0.8, 1.2), 200.0, 1000.0))
         if pattern == 0:
             calcium = np.ones_like(y) * rng.uniform(0.6, 1.0)
         elif pattern == 1:
@@ -503,7 +522,7 @@ def render_benign_nodule(rng: np.random.Generator, scene: Scene, grid: Grid, pat
         # The fissure the lymph node sits on.
         across = -(x - shape.centre_mm[1]) * math.sin(shape.angle) + (y - shape.centre_mm[0]) * math.cos(shape.angle)
         hu = composite(hu, -100.0, smooth_step(0.25 - np.abs(across), grid.fine_spacing_mm * 0.6))
-    margin_mm = rng.uniform(0.1, 0.3)  # crisp: granulomas and lymph nodes are well circumscribed
+    margin_mm = style.uniform(0.1, 0.3) * rng.uniform(0.8, 1.2)  # crisp: granulomas and nodes are well circumscribed
     if variant == 4:
         # Inflammatory / organising nodule: softer margin and a few short fibrotic strands -- shorter and
         # fewer than a cancer's spicules, but enough to fool a quick look.
@@ -519,17 +538,14 @@ def render_malignant_nodule(rng: np.random.Generator, scene: Scene, grid: Grid, 
     """A lung cancer: lobulated, spiculated, pleural tags, sometimes part-solid or with lucencies."""
     y, x = grid.mesh()
     radius = diameter_mm / 2
-    smooth_cancer = rng.random() < 0.3  # smooth cancers: the overlap with benign nodules
-    shape = LesionShape(
-        centre_mm=lesion_centre(rng, grid),
-        diameter_mm=diameter_mm,
-        aspect=float(rng.uniform(1.0, 1.5)),
-        angle=float(rng.uniform(0, math.pi)),
-        harmonics=random_harmonics(rng, (0.01, 0.05) if smooth_cancer else (0.05, 0.14), (2, 5), int(rng.integers(2, 4))),
-    )
+    # Histology is the patient's (a second primary or a satellite nodule tends to share it).
+    style = patient_style(patient, LungNoduleClass.MALIGNANT)
+    smooth_cancer = style.random() < 0.4  # smooth cancers: the overlap with benign nodules
+    lobulation = (0.01, 0.05) if smooth_cancer else (0.05, 0.14)
+    shape = draw_lesion_shape(rng, grid, diameter_mm, aspect=(1.0, 1.5), lobulation=lobulation, orders=(2, 5), harmonic_count=(2, 4))
     fields = shape_fields(shape, y, x)
     u = fields.radius_fraction
-    solid_hu = float(rng.normal(35.0, 12.0))
+    solid_hu = float(style.normal(35.0, 11.0) + rng.normal(0.0, 5.0))
     interior = solid_hu + rng.uniform(4.0, 10.0) * random_field(rng, y.shape, 1.2 / grid.fine_spacing_mm)
     edge = grid.fine_spacing_mm * 0.6
     variant = 0

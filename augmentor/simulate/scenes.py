@@ -322,12 +322,15 @@ class LungPatient:
         texture_sd_hu: parenchymal texture amplitude.
         vessel_hu: enhanced or unenhanced blood (~ 20-80 HU).
         noise_sd_hu: image noise in aerated lung after reconstruction (screening scans are low dose).
+        style_seed: seeds the nodule traits one patient's nodules share (the granulomas of one old
+            infection calcify alike; see ``lesions.patient_style``).
     """
 
     lung_hu: float
     texture_sd_hu: float
     vessel_hu: float
     noise_sd_hu: float
+    style_seed: int
 
 
 def draw_lung_patient(rng: np.random.Generator, noise_range_hu: tuple[float, float] = (12.0, 35.0)) -> LungPatient:
@@ -337,6 +340,7 @@ def draw_lung_patient(rng: np.random.Generator, noise_range_hu: tuple[float, flo
         texture_sd_hu=float(rng.uniform(12.0, 30.0)),
         vessel_hu=float(rng.uniform(20.0, 80.0)),
         noise_sd_hu=float(rng.uniform(*noise_range_hu)),
+        style_seed=int(rng.integers(2**62)),
     )
 
 
