@@ -172,10 +172,12 @@ def ensure_cohorts(cohort: str, seed: int, large_size: int, workdir: Path, test_
 def variant_names(path: Path) -> tuple[np.ndarray, list[str]]:
     """Per test sample, the index of its (class, variant) pair, and the pairs' names (from the file's provenance)."""
     file = H5File(path)
-    labels, variants = file.labels(), file.extra("variant").astype(int)
     table: dict[str, list[str]] = file.info.provenance.get("details", {}).get("variants", {})
-    names = [f"{cls}/{table.get(cls, [])[v] if v < len(table.get(cls, [])) else v}" for cls, v in
-             ((file.info.class_names[int(c)], int(v)) for c, v in zip(labels, variants, strict=True))]
+    names = []
+    for label, variant in zip(file.labels(), file.extra("variant").astype(int), strict=True):
+        class_name = file.info.class_names[int(label)]
+        variants = table.get(class_name, [])
+        names.append(f"{class_name}/{variants[variant] if variant < len(variants) else variant}")
     unique = sorted(set(names))
     return np.asarray([unique.index(n) for n in names]), unique
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -153,19 +156,21 @@ def _core_median_hu(rendered: lesions.RenderedLesion) -> float:
     ],
     ids=["liver-metastasis", "lung-benign"],
 )
-def test_lesions_of_one_patient_look_alike(lesion_class: int, draw_patient: object, render: object, background_hu: float) -> None:
+def test_lesions_of_one_patient_look_alike(
+    lesion_class: int, draw_patient: Callable[..., Any], render: Callable[..., lesions.RenderedLesion], background_hu: float
+) -> None:
     # One patient's lesions share their phenotype (a primary tumour's enhancement, one infection's
     # granulomas), which is what makes a small, clustered training set cover fewer appearances than its
     # lesion count says. Core HU spread within a patient must be well below the spread across patients.
     within, medians = [], []
     for patient_index in range(8):
-        patient = draw_patient(np.random.default_rng(7000 + patient_index))  # type: ignore[operator]
+        patient = draw_patient(np.random.default_rng(7000 + patient_index))
         values = []
         for lesion_index in range(4):
             rng = np.random.default_rng([patient_index, lesion_index])
             flat = np.full((GRID.fine_size,) * 2, background_hu, np.float32)
             scene = scenes.Scene(hu=flat, organ_depth_mm=np.full_like(flat, np.inf))
-            values.append(_core_median_hu(render(rng, lesion_class, scene, GRID, patient, 12.0)))  # type: ignore[operator]
+            values.append(_core_median_hu(render(rng, lesion_class, scene, GRID, patient, 12.0)))
         within.append(np.median(np.abs(np.asarray(values) - np.median(values))))
         medians.append(np.median(values))
     across = np.median(np.abs(np.asarray(medians) - np.median(medians)))
