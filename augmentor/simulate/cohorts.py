@@ -39,7 +39,7 @@ from augmentor.errors import AugmentorError, OutputExistsError, look_up_option
 from augmentor.simulate import lesions, scenes
 
 # Bump when a change alters the pixels a seed produces; stored in every file's provenance.
-SIMULATOR_VERSION = "lesion-roi-2"
+SIMULATOR_VERSION = "lesion-roi-3"
 
 SPLITS = ("train", "test")
 ROI_SIZE_PX = 64
@@ -124,8 +124,9 @@ LUNG_NODULES = LesionCohort(
     test_size=1000,
     spacing_mm=0.7,
     hu_window=(-1000.0, 400.0),
-    # Granulomas come in small groups; a second primary cancer or a satellite nodule is rare.
-    lesions_per_patient=((0.6, 0.25, 0.15), (0.9, 0.1)),
+    # Old granulomatous disease often leaves several nodules; a second primary cancer or a satellite
+    # nodule is less common.
+    lesions_per_patient=((0.45, 0.25, 0.15, 0.1, 0.05), (0.85, 0.15)),
     variants=lesions.LUNG_VARIANTS,
     patient_prefix="lung",
     draw_patient=scenes.draw_lung_patient,

@@ -529,6 +529,15 @@ def render_benign_nodule(rng: np.random.Generator, scene: Scene, grid: Grid, pat
         margin_mm = rng.uniform(0.3, 0.7)
         strands = _spicules(rng, y, x, shape, int(rng.integers(2, 6)), grid.fine_spacing_mm * 0.6, length_scale=0.5)
         hu = composite(hu, solid_hu * 0.5 - 80.0, strands * (scene.organ_depth_mm > 0))
+        if rng.random() < 0.7:
+            # Satellite micronodules (1-3 mm) around the nodule: a sign of infection, not of cancer --
+            # small and faint enough that it takes many examples to learn.
+            satellites = np.zeros_like(y)
+            for _ in range(int(rng.integers(2, 7))):
+                angle, distance = rng.uniform(0, 2 * math.pi), radius + rng.uniform(1.5, 6.0)
+                blob = np.hypot(y - shape.centre_mm[0] - distance * math.sin(angle), x - shape.centre_mm[1] - distance * math.cos(angle))
+                np.maximum(satellites, smooth_step(rng.uniform(0.5, 1.5) - blob, 0.3), out=satellites)
+            hu = composite(hu, solid_hu * 0.7 - 60.0, satellites * (scene.organ_depth_mm > 0))
     occupancy = smooth_step(fields.depth_mm, margin_mm)
     hu = composite(hu, interior, occupancy)
     return RenderedLesion(hu=hu, mask=fields.depth_mm > 0, class_index=int(LungNoduleClass.BENIGN), diameter_mm=diameter_mm, variant=variant)
@@ -567,7 +576,7 @@ def render_malignant_nodule(rng: np.random.Generator, scene: Scene, grid: Grid, 
         core_occupancy = smooth_step(shape_fields(core, y, x).depth_mm, 0.3)
         interior = composite(ground_glass, interior, core_occupancy)
         variant = 2
-    elif rng.random() < 0.07:
+    elif rng.random() < 0.1:
         # Cavitation: an eccentric air space with an irregular thick wall.
         cavity = smooth_step((rng.uniform(0.3, 0.55) * (1.0 + 0.3 * angular_noise(rng, fields.theta, 4)) - u) * radius, 0.3)
         interior = composite(interior, -950.0, cavity)

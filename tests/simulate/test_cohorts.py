@@ -111,6 +111,11 @@ def test_default_plan_matches_the_published_sets() -> None:
     # A realistic referral cohort: roughly a hundred patients, several lesions in some.
     assert 70 <= lesions_per_patient.size <= 140 and lesions_per_patient.max() >= 3
     assert cohorts.split_counts(60, cohorts.LUNG_NODULES.train_counts) == (30, 30)
+    lung = cohorts.plan_split(cohorts.LUNG_NODULES, (30, 30), 0, "train")
+    benign_per_patient = np.bincount([p.patient_index for p in lung if p.class_index == 0])
+    benign_per_patient = benign_per_patient[benign_per_patient > 0]
+    # Granulomatous disease leaves several nodules in some patients: 30 benign nodules from ~15 people.
+    assert 10 <= benign_per_patient.size <= 22 and benign_per_patient.max() >= 3
     assert sum(cohorts.split_counts(5000, cohorts.LIVER_LESIONS.train_counts)) == 5000
 
 

@@ -175,3 +175,31 @@ def test_lesions_of_one_patient_look_alike(
         medians.append(np.median(values))
     across = np.median(np.abs(np.asarray(medians) - np.median(medians)))
     assert np.median(within) < 0.5 * across, (within, medians)
+
+
+def _separate_dense_spots(rendered: lesions.RenderedLesion, background_hu: float) -> int:
+    """Dense spots the nodule added that do not touch the nodule or its strands (flat lung background)."""
+    added = rendered.hu > background_hu + 150.0
+    label, count = ndimage.label(added)
+    attached = set(np.unique(label[ndimage.binary_dilation(rendered.mask, iterations=2)]))
+    return sum(1 for index in range(1, count + 1) if index not in attached)
+
+
+def test_inflammatory_nodules_have_satellites_and_other_benign_nodules_do_not() -> None:
+    # Satellite micronodules are the learnable cue that separates an inflammatory nodule (with its
+    # fibrotic strands) from a spiculated cancer; no other benign variant, and no cancer, has them.
+    background = -850.0
+    spots: dict[str, list[int]] = {"inflammatory": [], "other benign": [], "malignant": []}
+    for index in range(200):
+        rng = np.random.default_rng([31, index])
+        patient = scenes.draw_lung_patient(rng)
+        nodule_class = LungNoduleClass.BENIGN if index % 2 == 0 else LungNoduleClass.MALIGNANT
+        flat = np.full((GRID.fine_size,) * 2, background, np.float32)
+        scene = scenes.Scene(hu=flat, organ_depth_mm=np.full_like(flat, np.inf))
+        rendered = lesions.render_lung_nodule(rng, nodule_class, scene, GRID, patient, 10.0)
+        key = "malignant" if nodule_class == LungNoduleClass.MALIGNANT else ("inflammatory" if rendered.variant == 4 else "other benign")
+        spots[key].append(_separate_dense_spots(rendered, background))
+    assert len(spots["inflammatory"]) >= 8
+    with_satellites = np.mean(np.asarray(spots["inflammatory"]) >= 1)
+    assert 0.5 <= with_satellites <= 0.95, spots["inflammatory"]
+    assert max(spots["other benign"]) == 0 and max(spots["malignant"]) == 0
