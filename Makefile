@@ -39,7 +39,7 @@ lint: $(STAMP)
 	$(BIN)/mypy augmentor evaluation cli.py
 
 # Rebuild the shipped models from scratch: simulator cohorts (train split only), then each recipe.
-# On 2 CPU cores (one model per core) this takes about an hour; with a GPU, minutes. Weights land in augmentor/zoo/weights/<name>/.
+# On 2 CPU cores (one model per core) this takes about two hours (the liver model is the long one); with a GPU, minutes. Weights land in augmentor/zoo/weights/<name>/.
 ZOO_DIR := augmentor/zoo/weights
 zoo: $(STAMP)
 	$(BIN)/augment cohort liver-lesions --out cohorts/liver-lesions-seed0 --seed 0 --overwrite
