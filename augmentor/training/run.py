@@ -50,7 +50,8 @@ def derive_seed(seed: int, purpose: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def _prepare_output(out: Path, resume: bool, overwrite: bool) -> None:
+def _check_output(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse a run directory that cannot be used as asked; touches nothing."""
     if resume and overwrite:
         raise AugmentorError("--resume continues a run and --overwrite replaces it; pass only one")
     if resume:
@@ -59,9 +60,13 @@ def _prepare_output(out: Path, resume: bool, overwrite: bool) -> None:
         return
     if out.exists() and not out.is_dir():
         raise AugmentorError(f"{out} is a file; give a directory for the model")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise OutputExistsError(f"{out} exists; pass --overwrite to replace it or --resume to continue it")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it or --resume to continue it")
+
+
+def _clear_output(out: Path, resume: bool) -> None:
+    """Create the run directory; for a new run, remove a previous run's outputs (checked by :func:`_check_output`)."""
+    if not resume and out.is_dir():
         for name in (CHECKPOINTS, SAMPLES):
             shutil.rmtree(out / name, ignore_errors=True)
         for name in (MODEL_WEIGHTS, MODEL_CARD, METRICS_LOG, RESOLVED_RECIPE):
@@ -144,7 +149,8 @@ def train(
         ``out``, holding ``model.safetensors`` and ``model.json``.
     """
     out = Path(out)
-    _prepare_output(out, resume, overwrite)
+    # Everything that can refuse the run does so before a previous run's files are touched.
+    _check_output(out, resume, overwrite)
     resolved = to_dict(recipe)
     settings = recipe.train
     torch_device = resolve_device(device)
@@ -162,6 +168,7 @@ def train(
         if checkpoint is None:
             raise AugmentorError(f"{out}: no intact checkpoint to resume from; run without --resume")
         _check_resumable(read_checkpoint_record(checkpoint)["metadata"], metadata, checkpoint)
+    _clear_output(out, resume)
 
     # Every random draw below comes from generators seeded here; the process-wide ones are seeded too, for
     # any library code that draws from them.

@@ -138,6 +138,20 @@ def test_outputs_are_guarded(tiny_h5: Path, tmp_path: Path) -> None:
     assert (out / MODEL_CARD).exists()
 
 
+def test_a_refused_run_leaves_the_previous_one_and_creates_nothing(tiny_h5: Path, tmp_path: Path) -> None:
+    recipe = load_recipe("tiny-cgan", ["train.steps=2", "train.sample_every=0"])
+    out = train(recipe, tiny_h5, tmp_path / "run", progress=False)
+    before = {path.relative_to(out): path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    with pytest.raises(AugmentorError, match="not found"):
+        train(recipe, tmp_path / "missing.h5", out, overwrite=True, progress=False)
+    with pytest.raises(AugmentorError, match=r"model\.image_size=16"):
+        train(load_recipe("tiny-cgan", ["model.image_size=32"]), tiny_h5, out, overwrite=True, progress=False)
+    assert {path.relative_to(out): path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+    with pytest.raises(AugmentorError, match="not found"):
+        train(recipe, tmp_path / "missing.h5", tmp_path / "new-run", progress=False)
+    assert not (tmp_path / "new-run").exists()
+
+
 def test_wrong_image_size_and_unknown_class(tiny_h5: Path, tmp_path: Path) -> None:
     with pytest.raises(AugmentorError, match=r"model\.image_size=16"):
         train(load_recipe("tiny-cgan", ["model.image_size=32"]), tiny_h5, tmp_path / "a", progress=False)
