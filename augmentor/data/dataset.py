@@ -175,7 +175,14 @@ def mix(real: H5Dataset, synthetic: H5Dataset, ratio: float, seed: int = 0, per_
     real_labels = real.labels()
     if per_class:
         counts = {c: round(ratio * int((real_labels == c).sum())) for c in range(real.num_classes)}
-        indices = balanced_subset_indices(synthetic.labels(), counts, seed)
+        pool_labels = synthetic.labels()
+        missing = [real.class_names[c] for c, count in counts.items() if count > 0 and not (pool_labels == c).any()]
+        if missing:
+            raise AugmentorError(
+                f"the synthetic pool has no {', '.join(repr(n) for n in missing)} samples; generate every class of the real "
+                "data, or pass per_class=False to draw from the pool as it is"
+            )
+        indices = balanced_subset_indices(pool_labels, counts, seed)
     else:
         total = round(ratio * len(real))
         indices = np.sort(np.random.default_rng(seed).choice(len(synthetic), size=total, replace=total > len(synthetic)))

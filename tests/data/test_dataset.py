@@ -81,6 +81,14 @@ def test_mix_refuses_different_classes(tiny_file) -> None:
         mix(real, lung, ratio=1)
 
 
+def test_mix_names_the_classes_a_synthetic_pool_lacks(tiny_file) -> None:
+    real = H5Dataset(tiny_file("real.h5", count=9))
+    cysts_and_metastases = H5Dataset(tiny_file("synthetic.h5", count=2, source="synthetic"))  # labels 0, 1
+    with pytest.raises(AugmentorError, match="no 'hemangioma' samples"):
+        mix(real, cysts_and_metastases, ratio=1)
+    assert len(mix(real, cysts_and_metastases, ratio=1, per_class=False)) == 18
+
+
 def test_pretrain_then_finetune_schedule(tiny_file) -> None:
     real, synthetic = H5Dataset(tiny_file("r.h5")), H5Dataset(tiny_file("s.h5", source="synthetic"))
     stages = pretrain_then_finetune(synthetic, real, pretrain_epochs=3, finetune_epochs=5)
