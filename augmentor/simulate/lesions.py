@@ -179,6 +179,12 @@ def patient_style(patient: LiverPatient | LungPatient, lesion_class: int) -> np.
     return np.random.default_rng([patient.style_seed, int(lesion_class)])
 
 
+def distance_from_offset(y: np.ndarray, x: np.ndarray, centre_mm: tuple[float, float], angle: float, offset_mm: float) -> np.ndarray:
+    """Distance (mm) of every grid point from the point ``offset_mm`` from ``centre_mm`` in direction ``angle``:
+    where a blob (calcium, fat, air, a satellite nodule) placed off a lesion's centre is drawn."""
+    return np.hypot(y - centre_mm[0] - offset_mm * math.sin(angle), x - centre_mm[1] - offset_mm * math.cos(angle))
+
+
 def lesion_centre(rng: np.random.Generator, grid: Grid, jitter_px: float = 2.0) -> tuple[float, float]:
     """The lesion centre: the ROI centre plus a small offset (ROIs are drawn around lesions by hand)."""
     offset = rng.uniform(-jitter_px, jitter_px, size=2) * grid.spacing_mm
@@ -334,7 +340,7 @@ def render_metastasis(rng: np.random.Generator, scene: Scene, grid: Grid, patien
         calcium = np.zeros_like(y)
         for _ in range(int(rng.integers(2, 7))):
             angle, depth = rng.uniform(0, 2 * math.pi), rng.uniform(0.0, 0.7) * radius
-            blob = np.hypot(y - shape.centre_mm[0] - depth * math.sin(angle), x - shape.centre_mm[1] - depth * math.cos(angle))
+            blob = distance_from_offset(y, x, shape.centre_mm, angle, depth)
             np.maximum(calcium, smooth_step(rng.uniform(0.4, 1.2) - blob, 0.2), out=calcium)
         interior = composite(interior, rng.uniform(250.0, 600.0), calcium)
         variant = 6
@@ -503,7 +509,7 @@ def render_benign_nodule(rng: np.random.Generator, scene: Scene, grid: Grid, pat
             calcium = np.zeros_like(y)
             for _ in range(int(rng.integers(3, 7))):
                 angle, depth = rng.uniform(0, 2 * math.pi), rng.uniform(0.0, 0.6) * radius
-                blob = np.hypot(y - shape.centre_mm[0] - depth * math.sin(angle), x - shape.centre_mm[1] - depth * math.cos(angle))
+                blob = distance_from_offset(y, x, shape.centre_mm, angle, depth)
                 np.maximum(calcium, smooth_step(radius * rng.uniform(0.12, 0.25) - blob, 0.2), out=calcium)
         interior = composite(interior, calcium_hu, calcium)
     elif variant == 2:
@@ -511,12 +517,12 @@ def render_benign_nodule(rng: np.random.Generator, scene: Scene, grid: Grid, pat
         fat = np.zeros_like(y)
         for _ in range(int(rng.integers(1, 4))):
             angle, depth = rng.uniform(0, 2 * math.pi), rng.uniform(0.0, 0.5) * radius
-            blob = np.hypot(y - shape.centre_mm[0] - depth * math.sin(angle), x - shape.centre_mm[1] - depth * math.cos(angle))
+            blob = distance_from_offset(y, x, shape.centre_mm, angle, depth)
             np.maximum(fat, smooth_step(radius * rng.uniform(0.2, 0.4) - blob, 0.3), out=fat)
         interior = composite(interior, rng.uniform(-120.0, -40.0), fat)
         if rng.random() < 0.4:
             angle = rng.uniform(0, 2 * math.pi)
-            blob = np.hypot(y - shape.centre_mm[0] - 0.3 * radius * math.sin(angle), x - shape.centre_mm[1] - 0.3 * radius * math.cos(angle))
+            blob = distance_from_offset(y, x, shape.centre_mm, angle, 0.3 * radius)
             interior = composite(interior, rng.uniform(300.0, 800.0), smooth_step(radius * 0.18 - blob, 0.2))
     elif variant == 3:
         # The fissure the lymph node sits on.
@@ -535,7 +541,7 @@ def render_benign_nodule(rng: np.random.Generator, scene: Scene, grid: Grid, pat
             satellites = np.zeros_like(y)
             for _ in range(int(rng.integers(2, 7))):
                 angle, distance = rng.uniform(0, 2 * math.pi), radius + rng.uniform(1.5, 6.0)
-                blob = np.hypot(y - shape.centre_mm[0] - distance * math.sin(angle), x - shape.centre_mm[1] - distance * math.cos(angle))
+                blob = distance_from_offset(y, x, shape.centre_mm, angle, distance)
                 np.maximum(satellites, smooth_step(rng.uniform(0.5, 1.5) - blob, 0.3), out=satellites)
             hu = composite(hu, solid_hu * 0.7 - 60.0, satellites * (scene.organ_depth_mm > 0))
     occupancy = smooth_step(fields.depth_mm, margin_mm)
@@ -585,7 +591,7 @@ def render_malignant_nodule(rng: np.random.Generator, scene: Scene, grid: Grid, 
         # Bubble-like lucencies (pseudocavitation).
         for _ in range(int(rng.integers(1, 4))):
             angle, depth = rng.uniform(0, 2 * math.pi), rng.uniform(0.0, 0.5) * radius
-            blob = np.hypot(y - shape.centre_mm[0] - depth * math.sin(angle), x - shape.centre_mm[1] - depth * math.cos(angle))
+            blob = distance_from_offset(y, x, shape.centre_mm, angle, depth)
             interior = composite(interior, -900.0, smooth_step(rng.uniform(0.5, 1.5) - blob, 0.2))
     # Even smooth cancers have a slightly fuzzy, infiltrating edge -- a subtle cue that takes many examples to learn.
     occupancy = smooth_step(fields.depth_mm, rng.uniform(0.45, 1.0) if not part_solid else 0.6)

@@ -144,6 +144,12 @@ def test_render_sample_is_deterministic() -> None:
     assert not np.array_equal(first.image, other.image)
 
 
+def _flat_scene(hu: float) -> scenes.Scene:
+    """A uniform, texture-free background that is organ everywhere (for lesion-only measurements)."""
+    flat = np.full((GRID.fine_size,) * 2, hu, np.float32)
+    return scenes.Scene(hu=flat, organ_depth_mm=np.full_like(flat, np.inf))
+
+
 def _core_median_hu(rendered: lesions.RenderedLesion) -> float:
     return float(np.median(rendered.hu[_core(rendered.mask, 0.3)]))
 
@@ -168,9 +174,7 @@ def test_lesions_of_one_patient_look_alike(
         values = []
         for lesion_index in range(4):
             rng = np.random.default_rng([patient_index, lesion_index])
-            flat = np.full((GRID.fine_size,) * 2, background_hu, np.float32)
-            scene = scenes.Scene(hu=flat, organ_depth_mm=np.full_like(flat, np.inf))
-            values.append(_core_median_hu(render(rng, lesion_class, scene, GRID, patient, 12.0)))
+            values.append(_core_median_hu(render(rng, lesion_class, _flat_scene(background_hu), GRID, patient, 12.0)))
         within.append(np.median(np.abs(np.asarray(values) - np.median(values))))
         medians.append(np.median(values))
     across = np.median(np.abs(np.asarray(medians) - np.median(medians)))
@@ -186,17 +190,15 @@ def _separate_dense_spots(rendered: lesions.RenderedLesion, background_hu: float
 
 
 def test_inflammatory_nodules_have_satellites_and_other_benign_nodules_do_not() -> None:
-    # Satellite micronodules are the learnable cue that separates an inflammatory nodule (with its
-    # fibrotic strands) from a spiculated cancer; no other benign variant, and no cancer, has them.
+    # Satellite micronodules are the cue that can tell an inflammatory nodule (with its fibrotic strands)
+    # from a spiculated cancer; no other benign variant, and no cancer, has them.
     background = -850.0
     spots: dict[str, list[int]] = {"inflammatory": [], "other benign": [], "malignant": []}
     for index in range(200):
         rng = np.random.default_rng([31, index])
         patient = scenes.draw_lung_patient(rng)
         nodule_class = LungNoduleClass.BENIGN if index % 2 == 0 else LungNoduleClass.MALIGNANT
-        flat = np.full((GRID.fine_size,) * 2, background, np.float32)
-        scene = scenes.Scene(hu=flat, organ_depth_mm=np.full_like(flat, np.inf))
-        rendered = lesions.render_lung_nodule(rng, nodule_class, scene, GRID, patient, 10.0)
+        rendered = lesions.render_lung_nodule(rng, nodule_class, _flat_scene(background), GRID, patient, 10.0)
         key = "malignant" if nodule_class == LungNoduleClass.MALIGNANT else ("inflammatory" if rendered.variant == 4 else "other benign")
         spots[key].append(_separate_dense_spots(rendered, background))
     assert len(spots["inflammatory"]) >= 8
