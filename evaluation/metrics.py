@@ -8,7 +8,8 @@ weight k). These weighted forms are the same quantities scikit-learn computes wi
 
 Names: ``accuracy``, ``sensitivity_macro``, ``specificity_macro``, ``auc_macro`` and per class
 ``sensitivity:NAME``, ``specificity:NAME``, ``auc:NAME`` (one class against the rest); segmentation
-``dice_mean``, ``hd95_mean`` and per structure ``dice:NAME``, ``hd95:NAME`` (HD95 in mm).
+``dice_mean``, ``hd95_mean``, ``missed_rate`` and per structure ``dice:NAME``, ``hd95:NAME`` (HD95 in mm),
+``missed:NAME`` (1 when the structure is present but nothing of it is predicted).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from collections.abc import Sequence
 import numpy as np
 
 CLASSIFICATION_HEADLINE = ("accuracy", "sensitivity_macro", "specificity_macro", "auc_macro")
-SEGMENTATION_HEADLINE = ("dice_mean", "hd95_mean")
+SEGMENTATION_HEADLINE = ("dice_mean", "hd95_mean", "missed_rate")
 # Metrics where lower is better (the forest plot and the sweep read them the other way round).
-LOWER_IS_BETTER = frozenset({"hd95_mean"})
+LOWER_IS_BETTER = frozenset({"hd95_mean", "missed_rate"})
 
 
 def classification_metric_names(class_names: Sequence[str]) -> list[str]:
@@ -164,25 +165,38 @@ def roc_curve_points(labels: np.ndarray, scores: np.ndarray, max_points: int = 2
 
 def segmentation_metric_names(structure_names: Sequence[str]) -> list[str]:
     """Every segmentation metric, headline first."""
-    return [*SEGMENTATION_HEADLINE, *(f"{metric}:{name}" for metric in ("dice", "hd95") for name in structure_names)]
+    return [*SEGMENTATION_HEADLINE, *(f"{metric}:{name}" for metric in ("dice", "hd95", "missed") for name in structure_names)]
+
+
+def roi_diagonal_mm(shape: tuple[int, int], spacing_mm: tuple[float, float]) -> float:
+    """The diagonal of an (H, W) image in mm: the largest distance two of its points can be apart."""
+    return float(np.hypot(shape[0] * spacing_mm[0], shape[1] * spacing_mm[1]))
 
 
 def segmentation_per_sample(
     predicted: np.ndarray, truth: np.ndarray, num_labels: int, spacing_mm: tuple[float, float], structure_names: Sequence[str]
 ) -> dict[str, np.ndarray]:
-    """Dice and 95th-percentile Hausdorff distance per test sample and structure (MONAI).
+    """Dice, 95th-percentile Hausdorff distance and misses per test sample and structure (MONAI).
+
+    HD95 is undefined when one of the two masks is empty. Leaving those samples out would reward a network
+    for predicting nothing where it is unsure (its hardest cases would drop out of its mean), so an empty
+    prediction of a present structure, or a prediction of an absent one, scores the worst possible
+    distance instead: the diagonal of the image in mm. Both masks empty is a perfect answer (HD95 0, Dice 1).
+    A present structure with an empty prediction also counts as *missed*.
 
     Args:
         predicted: (N, H, W) predicted labels.
         truth: (N, H, W) true labels.
         num_labels: labels including background (0).
-        spacing_mm: pixel spacing, so HD95 is in mm.
+        spacing_mm: pixel spacing (rows, columns), so HD95 is in mm.
         structure_names: names of labels 1..num_labels-1.
 
     Returns:
-        ``{"dice:NAME": (N,), "hd95:NAME": (N,), "dice_mean": (N,), "hd95_mean": (N,)}``. Dice is 1 when
-        both masks are empty; HD95 is NaN when either is empty (it is undefined), and the statistics
-        leave those samples out.
+        ``{"dice:NAME", "hd95:NAME", "missed:NAME": (N,)}`` and the means over structures ``dice_mean``,
+        ``hd95_mean``, ``missed_rate`` (N,). ``missed`` is 1 or 0 where the structure is present and NaN
+        where it is absent, which the statistics leave out; ``missed_rate`` is the share of a sample's
+        present structures that are missed (with one structure, averaged over samples: the share of lesions
+        missed).
     """
     import torch
     from monai.metrics import compute_dice, compute_hausdorff_distance
@@ -194,17 +208,24 @@ def segmentation_per_sample(
     pred, true = one_hot(predicted), one_hot(truth)
     dice = compute_dice(pred, true, include_background=False, ignore_empty=False).numpy()  # (N, L-1)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "the prediction/ground truth of class k is all 0": NaN/inf
+        warnings.simplefilter("ignore")  # "the prediction/ground truth of class k is all 0": NaN/inf, replaced below
         hd95 = compute_hausdorff_distance(pred, true, include_background=False, percentile=95, spacing=list(spacing_mm)).numpy()
-    hd95 = np.where(np.isfinite(hd95), hd95, np.nan)
+    predicted_present = pred[:, 1:].flatten(2).any(dim=2).numpy()  # (N, L-1)
+    truth_present = true[:, 1:].flatten(2).any(dim=2).numpy()
+    penalty = roi_diagonal_mm(predicted.shape[1:3], spacing_mm)
+    hd95 = np.where(predicted_present & truth_present, hd95, np.where(predicted_present | truth_present, penalty, 0.0))
+    hd95 = np.where(np.isfinite(hd95), hd95, penalty)
+    missed = np.where(truth_present, (truth_present & ~predicted_present).astype(np.float64), np.nan)
     values: dict[str, np.ndarray] = {}
     for j, name in enumerate(structure_names):
         values[f"dice:{name}"] = dice[:, j].astype(np.float64)
         values[f"hd95:{name}"] = hd95[:, j].astype(np.float64)
+        values[f"missed:{name}"] = missed[:, j]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)  # mean of nothing: no present structure in a sample
         values["dice_mean"] = np.nanmean(dice, axis=1).astype(np.float64)
         values["hd95_mean"] = np.nanmean(hd95, axis=1).astype(np.float64)
+        values["missed_rate"] = np.nanmean(missed, axis=1)
     return values
 
 

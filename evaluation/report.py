@@ -126,13 +126,14 @@ def _paired_table(section: Mapping[str, Any], names: Sequence[str]) -> str:
 def _fidelity_html(fidelity: Mapping[str, Any], report: Mapping[str, Any]) -> str:
     if "classes" not in fidelity:
         return f"<p class='note'>Skipped: {html.escape(str(fidelity.get('skipped', '')))}</p>"
-    header = ["class", "set vs real train", "n", "Fréchet distance", "KID (×10³)", "precision", "recall", "density", "coverage"]
+    header = ["class", "set vs real train", "n", "KID (×10³)", "Fréchet distance (PCA dims)", "precision", "recall", "density", "coverage"]
     rows = []
     for name, pair in fidelity["classes"].items():
         for key, label in (("synthetic", "synthetic"), ("real_test_floor", "real test (floor)")):
             v = pair[key]
             kid = f"{v['kid_mean'] * 1e3:.2f} ± {v['kid_std'] * 1e3:.2f}" if v.get("kid_mean") is not None else "–"
-            rows.append([name, label, f"{v['n_real']} / {v['n_other']}", _number(v.get("frechet_distance")), kid,
+            frechet = _number(v.get("frechet_distance")) + (f" ({v['fd_dimensions']})" if v.get("fd_dimensions") is not None else "")
+            rows.append([name, label, f"{v['n_real']} / {v['n_other']}", kid, frechet,
                          _number(v.get("precision")), _number(v.get("recall")), _number(v.get("density")), _number(v.get("coverage"))])
     text = _table(header, rows)
     tstr = report.get("classification", {}).get("metrics", {}).get("synthetic-only")
@@ -142,8 +143,8 @@ def _fidelity_html(fidelity: Mapping[str, Any], report: Mapping[str, Any]) -> st
         if real:
             text += f" (real only: accuracy {_format(real['accuracy'])}, macro AUC {_format(real['auc_macro'])})"
         text += ".</p>"
-    text += f"<p class='note'>{html.escape(fidelity['feature_extractor'])} Reference: {html.escape(fidelity['reference'])}. " \
-            "Fréchet distance is biased upwards for small sets; compare each synthetic row with the real-test floor of the same size.</p>"
+    method = fidelity.get("method", "Compare each synthetic row with the real-test floor of the same size.")
+    text += f"<p class='note'>{html.escape(method)} {html.escape(fidelity['feature_extractor'])} Reference: {html.escape(fidelity['reference'])}.</p>"
     return text
 
 
@@ -157,16 +158,23 @@ def _memorisation_html(memorisation: Mapping[str, Any], figures_html: str) -> st
     if "skipped" in memorisation:
         return f"<p class='note'>Skipped: {html.escape(str(memorisation['skipped']))}</p>"
     m = memorisation
+    per_space = m.get("percentile_per_space", m["percentile"])
+    chance = m.get("expected_by_chance", m["percentile"] / 100.0)
+    on_test = m.get("real_test_flagged_fraction")
     verdict = (
         f"<p><b>{m['near_copies']} of {m['synthetic_audited']} synthetic samples flagged as near-copies</b> "
-        f"(closer to the GAN's training set than the {_ordinal(m['percentile'])} percentile of real-test distances in both pixel and "
-        f"feature space; {m['exact_copies']} exact copies). Below the pixel threshold: {m['below_pixel']}; below the feature "
-        f"threshold: {m['below_feature']}. Without memorisation about {m['expected_by_chance_per_space']:.0%} per space would fall "
-        f"below by chance.</p><p class='note'>Reference set: {html.escape(m['reference'])} ({m['reference_samples']} samples); "
+        f"(closer to the GAN's training set than the {_ordinal(per_space)} percentile of real-test distances in pixel or in "
+        f"feature space; a flip, rotation or small shift of a training image counts as a copy; {m['exact_copies']} exact copies). "
+        f"Below the pixel threshold: {m['below_pixel']}; below the feature threshold: {m['below_feature']}. Without memorisation "
+        f"at most about {chance:.1%} would be flagged by chance"
+        + (f" (the rule flags {on_test:.1%} of the real test samples themselves)" if on_test is not None else "")
+        + f".</p><p class='note'>Reference set: {html.escape(m['reference'])} ({m['reference_samples']} samples); "
+        f"pixel space: {html.escape(m.get('pixel_space', 'pixel RMS'))}; "
         f"thresholds: pixel RMS {m['threshold_pixel_rms']:.4f}, feature {m['threshold_feature']:.4f}.</p>"
     )
-    rows = [[p["synthetic_index"], p["training_index"], f"{p['pixel_rms']:.4f}", f"{p['feature_distance']:.4f}", "yes" if p["flagged"] else "no"] for p in m["closest_pairs"]]
-    return verdict + figures_html + _table(["synthetic #", "training #", "pixel RMS", "feature distance", "flagged"], rows)
+    rows = [[p["synthetic_index"], p["training_index"], html.escape(p.get("transform", "identity")), ", ".join(str(v) for v in p.get("shift", (0, 0))),
+             f"{p['pixel_rms']:.4f}", f"{p['feature_distance']:.4f}", "yes" if p["flagged"] else "no"] for p in m["closest_pairs"]]
+    return verdict + figures_html + _table(["synthetic #", "training #", "training transform", "shift (px)", "pixel RMS", "feature distance", "flagged"], rows)
 
 
 def _provenance_html(report: Mapping[str, Any]) -> str:
@@ -210,7 +218,9 @@ differences use the same resamples for both arms (same seeds, same test samples)
 percentile interval (p &lt; 0.05 exactly when the 95 % interval excludes 0). p-values are not corrected for the
 number of arms and metrics compared.</p>
 <p><b>Metrics.</b> Sensitivity and specificity per class one-vs-rest (prediction = arg-max), macro averages, accuracy,
-ROC AUC one-vs-rest (scikit-learn); Dice and HD95 (MONAI; HD95 in mm, undefined for empty masks and left out).</p>
+ROC AUC one-vs-rest (scikit-learn); Dice and HD95 (MONAI; HD95 in mm; an empty prediction of a present
+structure, or a prediction of an absent one, scores the image diagonal, so a network cannot improve its HD95 by
+predicting nothing; missed_rate: the share of present structures predicted empty).</p>
 """
 
 CSS = """
@@ -270,7 +280,8 @@ def render_html(report: Mapping[str, Any], figures: Mapping[str, np.ndarray]) ->
             _metric_table(segmentation, names) + _paired_table(segmentation, names)
             + _image(plots.forest_plot(segmentation, segmentation["headline_metrics"], confidence), "segmentation forest plot")
             + _image(plots.sweep_curve(segmentation, segmentation["headline_metrics"]), "segmentation sweep")
-            + f"<p class='note'>HD95 undefined (empty prediction) for {sum(segmentation['hd95_undefined'].values())} (sample, seed) pairs over all arms; left out.</p>"
+            + "<p class='note'>Missed structures (present, nothing predicted; their HD95 scores the image diagonal), summed over "
+            + f"test samples and seeds: {', '.join(f'{arm} {count}' for arm, count in segmentation.get('missed', {}).items())}.</p>"
         )
     else:
         parts["segmentation"] = "<p class='note'>No segmentation arms.</p>"

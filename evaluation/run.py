@@ -183,7 +183,7 @@ def _analyse(task: Task, arms: Sequence[Arm], results: dict[tuple[str, str, int]
     points: dict[str, dict[str, np.ndarray]] = {}
     replicates: dict[str, dict[str, np.ndarray]] = {}
     saved: dict[str, np.ndarray] = {}
-    extra: dict[str, Any] = {"roc": {}, "confusion_matrices": {}} if task is Task.CLASSIFICATION else {"hd95_undefined": {}}
+    extra: dict[str, Any] = {"roc": {}, "confusion_matrices": {}} if task is Task.CLASSIFICATION else {"missed": {}}
     for arm in arms:
         outputs = [results[(task.value, arm.name, seed)].outputs for seed in seeds]
         per_seed_points: list[dict[str, float]] = []
@@ -207,7 +207,8 @@ def _analyse(task: Task, arms: Sequence[Arm], results: dict[tuple[str, str, int]
                 per_seed_reps.append(metrics.weighted_means({name: o[name] for name in names}, boot.sample_weights))
             for name in names:
                 saved[f"{task.value}/{arm.name}/{name}"] = np.stack([o[name] for o in outputs])
-            extra["hd95_undefined"][arm.name] = int(sum(int(np.isnan(o["hd95_mean"]).sum()) for o in outputs))
+            # (sample, seed, structure) triples where a present structure got an empty prediction
+            extra["missed"][arm.name] = int(sum(np.nansum(o[f"missed:{structure}"]) for o in outputs for structure in structure_names))
         points[arm.name] = {name: np.array([p[name] for p in per_seed_points]) for name in names}
         replicates[arm.name] = {name: np.stack([r[name] for r in per_seed_reps]) for name in names}
 
@@ -296,7 +297,7 @@ def _gan_training_indices(real: RealData, synthetic: SyntheticData) -> tuple[lis
 
 def _audits(recipe: EvaluateRecipe, real: RealData, synthetic: SyntheticData, data: DataPlan, extractor: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
     """Fidelity table, memorisation audit, and the images the report shows."""
-    from evaluation.fidelity import FEATURE_EXTRACTOR_NOTE, embed, fidelity_table
+    from evaluation.fidelity import FEATURE_EXTRACTOR_NOTE, FIDELITY_NOTE, embed, fidelity_table
     from evaluation.memorisation import audit
 
     window = data.window
@@ -314,7 +315,7 @@ def _audits(recipe: EvaluateRecipe, real: RealData, synthetic: SyntheticData, da
             extractor, real_train, real_test, synthetic_images, max_samples=options.max_samples,
             subsets=options.kid_subsets, subset_size=options.kid_subset_size, k=options.nearest_k, seed=options.seed,
         )
-        fidelity = {"feature_extractor": FEATURE_EXTRACTOR_NOTE, "reference": "every sample of the real train files", "classes": table}
+        fidelity = {"method": FIDELITY_NOTE, "feature_extractor": FEATURE_EXTRACTOR_NOTE, "reference": "every sample of the real train files", "classes": table}
     count = recipe.report.images_per_class
     for c, name in enumerate(class_names):
         figures[f"real/{name}"] = _normalised(data.train_paths, train_all[real.train_labels == c][:count], window)
