@@ -215,6 +215,10 @@ def ingest_command(
     )
     info = read_info(written)
     typer.echo(f"wrote {written}: {info.num_samples} samples, classes {', '.join(info.class_names)}")
+    if salt is None:
+        from augmentor.data.ingest.pseudonym import UNSALTED_WARNING
+
+        typer.echo(UNSALTED_WARNING, err=True)
 
 
 @app.command("inspect")

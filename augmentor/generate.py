@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from augmentor.data.provenance import make_provenance
+from augmentor.data.provenance import make_provenance, stored_path
 from augmentor.data.schema import Source
 from augmentor.data.writer import H5Writer, check_output
 from augmentor.errors import AugmentorError
@@ -211,7 +211,7 @@ def generate(
             "weights_sha256": card["weights_sha256"],
             "trained_on_sha256": training.get("sha256"),
             "trained_on_patients_sha256": training.get("patients_sha256"),
-            "trained_on_path": training.get("path"),
+            "trained_on_path": stored_path(training["path"]) if training.get("path") else None,
         },
         details={"classes": {r.name: r.count for r in requests}, "start": start, "latent_group": GROUP, "device": str(chosen_device)},
     )

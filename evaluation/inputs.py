@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from augmentor.data.provenance import sha256_file
+from augmentor.data.provenance import salt_fingerprint, sha256_file, stored_path, stored_provenance
 from augmentor.data.reader import H5File, read_info
 from augmentor.data.schema import DatasetInfo
 from augmentor.errors import AugmentorError
-from evaluation.leakage import RealFile, SyntheticCheck, check_real_split
+from evaluation.leakage import RealFile, SyntheticCheck, check_real_split, check_same_salt
 from evaluation.leakage import check_synthetic as check_synthetic_provenance
 from evaluation.recipe import DataSection, SyntheticSection
 
@@ -85,9 +85,11 @@ def check_real(train_paths: Sequence[str | Path], test_paths: Sequence[str | Pat
     """Validate, hash and leakage-check the real train and test files.
 
     Raises:
-        AugmentorError: a missing or invalid file, files that do not match, or leakage between train and test.
+        AugmentorError: a missing or invalid file, files that do not match, files pseudonymised with
+            different salts (their patients cannot be compared), or leakage between train and test.
     """
     train_infos, test_infos = _infos(train_paths, "train"), _infos(test_paths, "test")
+    check_same_salt({info.path: salt_fingerprint(info.provenance) for info in [*train_infos, *test_infos]})
     reference = train_infos[0]
     for info in train_infos[1:]:
         _check_compatible(reference, info, "train")
@@ -251,11 +253,11 @@ def check_synthetic(
     summary = {
         "name": entry.name,
         "origin": entry.origin,
-        "path": str(entry.path),
+        "path": stored_path(entry.path),
         "family": entry.family,
         "algorithm": entry.algorithm,
         "weights_sha256": entry.weights_sha256,
-        "training_data": training,
+        "training_data": {**training, "path": stored_path(training["path"])} if training.get("path") else training,
     }
     return SyntheticData([], [check], model=summary, model_path=entry.path, generate_counts=tuple(int(n) for n in wanted_per_class))
 
@@ -292,8 +294,29 @@ def generate_pool(options: SyntheticSection, synthetic: SyntheticData, class_nam
     synthetic.generated = True
 
 
+# The recipe values that are paths ([section] -> keys); the report's copy keeps only their file names.
+RECIPE_PATHS = {"data": ("train", "test", "cohort_dir"), "synthetic": ("files", "model", "pool")}
+
+
+def stored_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The resolved recipe as the report stores it: every path reduced to its file name
+    (:func:`augmentor.data.provenance.stored_path`); zoo model names are kept as they are."""
+    copy = {section: dict(values) if isinstance(values, dict) else values for section, values in recipe.items()}
+    for section, keys in RECIPE_PATHS.items():
+        values = copy.get(section)
+        if not isinstance(values, dict):
+            continue
+        for key in keys:
+            value = values.get(key)
+            if isinstance(value, str) and value:
+                values[key] = stored_path(value)
+            elif isinstance(value, list | tuple):
+                values[key] = [stored_path(item) for item in value]
+    return copy
+
+
 def describe_file(path: Path, role: str, sha256: str | None = None) -> dict[str, Any]:
-    """Provenance entry of an input file for the report."""
+    """Provenance entry of an input file for the report (its own path is reduced by the caller)."""
     info = read_info(path)
     file = H5File(path)
     labels = file.labels()
@@ -309,5 +332,5 @@ def describe_file(path: Path, role: str, sha256: str | None = None) -> dict[str,
         "source": info.source.value,
         "image_shape": list(info.image_shape),
         "hu_window": list(info.hu_window),
-        "provenance": info.provenance,
+        "provenance": stored_provenance(info.provenance),
     }

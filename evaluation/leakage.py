@@ -6,6 +6,11 @@ Two ways test data leaks into an evaluation of synthetic augmentation:
    lesions share anatomy, scanner and noise), so the test set rewards memorising patients;
 2. the GAN saw the test patients: its samples then carry test information into training.
 
+Both are checked on patient ids, which ingest stores as salted pseudonyms: train and test files
+ingested with different salts give the same patient unrelated ids, and the check would pass blind. So
+real files whose provenance records different salt fingerprints are refused
+(:func:`check_same_salt`); files without one (simulated cohorts: virtual patients) are not affected.
+
 The second is read from provenance. A synthetic file records its model's training data
 (``model.trained_on_sha256``: SHA-256 of the training file; ``model.trained_on_patients_sha256``: SHA-256
 of the sorted set of patient ids trained on; ``model.trained_on_path``), as does a model card
@@ -22,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from augmentor.data.provenance import sha256_file, sha256_text
+from augmentor.data.provenance import sha256_file, sha256_text, stored_path
 from augmentor.errors import AugmentorError
 
 
@@ -52,17 +57,36 @@ class SyntheticCheck:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "source": self.source,
+            "source": stored_path(self.source),  # a synthetic file's name, or "model NAME"
             "model": self.model,
             "status": self.status,
             "reason": self.reason,
-            "gan_training_file": str(self.gan_training_file) if self.gan_training_file else None,
+            "gan_training_file": stored_path(self.gan_training_file) if self.gan_training_file else None,
         }
 
 
 def _example(ids: set[str] | frozenset[str]) -> str:
     shown = sorted(ids)[:3]
     return ", ".join(repr(i) for i in shown) + (", ..." if len(ids) > 3 else "")
+
+
+SALT_MISMATCH = "patient overlap cannot be checked: ingest both with the same --salt"
+
+
+def check_same_salt(fingerprints: Mapping[Path, str | None]) -> None:
+    """Refuse real files whose patient ids were pseudonymised with different salts.
+
+    Args:
+        fingerprints: per file, the salt fingerprint its provenance records (None: no pseudonyms, e.g. a
+            simulated cohort's virtual patients; such files are not compared).
+
+    Raises:
+        LeakageError: two fingerprints differ.
+    """
+    known = [(path, fingerprint) for path, fingerprint in fingerprints.items() if fingerprint]
+    for path, fingerprint in known[1:]:
+        if fingerprint != known[0][1]:
+            raise LeakageError(f"{SALT_MISMATCH} ({known[0][0]} and {path} were pseudonymised with different salts)")
 
 
 def check_real_split(train: Sequence[RealFile], test: Sequence[RealFile]) -> None:
@@ -158,17 +182,17 @@ def check_synthetic(
     train_hashes = {sha256_text(f.patient_ids): f for f in train}
     if file_hash in train_files:
         matched = train_files[file_hash]
-        return SyntheticCheck(source, model_name, "verified", f"its model was trained on train file {matched.path}", matched.path, matched.patient_ids)
+        return SyntheticCheck(source, model_name, "verified", f"its model was trained on train file {stored_path(matched.path)}", matched.path, matched.patient_ids)
     if patients_hash is not None and patients_hash in train_hashes:
         matched = train_hashes[patients_hash]
-        return SyntheticCheck(source, model_name, "verified", f"its model was trained on the patients of train file {matched.path}", matched.path, matched.patient_ids)
+        return SyntheticCheck(source, model_name, "verified", f"its model was trained on the patients of train file {stored_path(matched.path)}", matched.path, matched.patient_ids)
     if patients_hash is not None and patients_hash == sha256_text(train_ids):
         return SyntheticCheck(source, model_name, "verified", "its model was trained on the train patients", None, train_ids)
     if train_patients_used and patients_hash == sha256_text(train_patients_used):
         used = frozenset(train_patients_used)
         return SyntheticCheck(source, model_name, "verified", "its model was trained on the downstream training patients", None, used)
     if gan_file is not None:
-        return SyntheticCheck(source, model_name, "verified", f"its training file {gan_file} holds no test patient", gan_file, gan_patients)
+        return SyntheticCheck(source, model_name, "verified", f"its training file {stored_path(gan_file)} holds no test patient", gan_file, gan_patients)
 
     if file_hash is None and patients_hash is None:
         why = "its provenance does not record the model's training data"

@@ -27,7 +27,7 @@ import numpy as np
 
 from augmentor import __version__
 from augmentor.data.intensity import normalise
-from augmentor.data.provenance import command_line
+from augmentor.data.provenance import command_line, stored_path
 from augmentor.data.reader import H5File
 from augmentor.errors import AugmentorError, OutputExistsError
 from augmentor.progress import progress_bar
@@ -43,6 +43,7 @@ from evaluation.inputs import (
     cohort_paths,
     describe_file,
     generate_pool,
+    stored_recipe,
 )
 from evaluation.jobs import DataPlan, Job, JobResult, forget_datasets, run_jobs
 from evaluation.recipe import EvaluateRecipe
@@ -366,12 +367,9 @@ def _versions() -> dict[str, str]:
 
 
 def _final_path(path: str | Path, staging: Path, out: Path) -> str:
-    """A path inside the staging folder, as it will be once the folder is renamed to ``out``."""
-    resolved = Path(path).resolve()
-    try:
-        return str(out / resolved.relative_to(staging.resolve()))
-    except ValueError:
-        return str(path)
+    """A path as the report records it: relative to the report folder (``staging``, renamed to ``out``)
+    when inside it, else its file name (folders may name a patient; see :func:`stored_path`)."""
+    return stored_path(path, relative_to=staging)
 
 
 # --------------------------------------------------------------------------------------------- run ----
@@ -482,7 +480,7 @@ def _evaluate(recipe: EvaluateRecipe, out: Path, *, overwrite: bool, progress: b
                 "description": recipe.description,
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
                 "command": command_line(),
-                "recipe": to_dict(recipe),
+                "recipe": stored_recipe(to_dict(recipe)),
                 "versions": _versions(),
                 "inputs": {"files": inputs, "cohort": cohort_record, "model": synthetic.model if synthetic else None, "synthetic_seed": recipe.synthetic.seed},
                 "leakage": {

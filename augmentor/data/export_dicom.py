@@ -23,9 +23,13 @@ are the file's HU window; PixelSpacing its pixel spacing.
 Marking: whenever the file's ``source`` is not ``real`` the images are marked synthetic: the DICOM
 Synthetic Data attribute (0008,001C) is ``YES``, the SeriesDescription starts with
 ``SYNTHETIC``, and DerivationDescription says what made them. Every export is ImageType
-``DERIVED\\SECONDARY`` (ROIs are derived images) with PatientIdentityRemoved ``YES``: PatientID and
-PatientName are the file's patient ids, which augmentor files only hold as pseudonyms or virtual
-patient ids.
+``DERIVED\\SECONDARY`` (ROIs are derived images). PatientID and PatientName are the file's patient ids
+(no other header value exists to copy). PatientIdentityRemoved is ``YES``, with a DeidentificationMethod,
+only when those ids identify nobody, as the file's provenance ``patient_ids`` records: pseudonyms made
+by ``augment ingest``, or the virtual patient ids of simulated data (cohorts, phantoms, XCAT: no real
+person behind them); or when the file holds no patient ids (generated samples). Any other file (ids of
+unknown origin, e.g. written by a user's own ``H5Writer`` code) is exported with PatientIdentityRemoved
+``NO`` and an empty DeidentificationMethod.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import numpy as np
 
 from augmentor import __version__
 from augmentor.data.ingest.classes import RecordedLabels, labels_comment
+from augmentor.data.provenance import PSEUDONYMISED, VIRTUAL, patient_id_kind
 from augmentor.data.reader import H5File
 from augmentor.data.schema import Source
 from augmentor.errors import AugmentorError, OutputExistsError
@@ -87,8 +92,25 @@ def _replace_dir(temporary: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+# DeidentificationMethod (LO: at most 64 characters) by how the file's patient ids were made.
+DEIDENTIFICATION_METHODS = {
+    PSEUDONYMISED: "augmentor: pseudonymous patient id, no source header copied",
+    VIRTUAL: "augmentor: virtual patient id (simulated), no header copied",
+}
+NO_PATIENT_IDS = "augmentor: no patient id (generated images), no header copied"
+
+
+def deidentification_method(info: Any) -> str | None:
+    """The DeidentificationMethod when the file's patient ids identify nobody; None when they may."""
+    if not info.has_patient_ids:
+        return NO_PATIENT_IDS
+    kind = patient_id_kind(info.provenance)
+    return DEIDENTIFICATION_METHODS[kind] if kind is not None else None
+
+
 def _base_dataset(
-    sop_class_uid: Any, study_uid: str, series_uid: str, frame_uid: str, patient_id: str, synthetic: bool
+    sop_class_uid: Any, study_uid: str, series_uid: str, frame_uid: str, patient_id: str, synthetic: bool,
+    deidentification: str | None,
 ) -> Any:
     """The attributes an image and its mask share (patient, study, frame of reference, marking)."""
     import pydicom
@@ -112,8 +134,8 @@ def _base_dataset(
     dataset.PatientID = patient_id
     dataset.PatientBirthDate = ""
     dataset.PatientSex = ""
-    dataset.PatientIdentityRemoved = "YES"
-    dataset.DeidentificationMethod = "augmentor: pseudonymous patient id, no source header copied"
+    dataset.PatientIdentityRemoved = "YES" if deidentification else "NO"
+    dataset.DeidentificationMethod = deidentification or ""
     dataset.StudyInstanceUID = study_uid
     dataset.StudyDate = ""
     dataset.StudyTime = ""
@@ -149,12 +171,15 @@ def _image_dataset(
     from pydicom.uid import CTImageStorage
 
     synthetic = info.source != Source.REAL
-    dataset = _base_dataset(CTImageStorage, uids["study"], uids["image_series"], uids["frame"], patient_id, synthetic)
+    deidentification = deidentification_method(info)
+    dataset = _base_dataset(
+        CTImageStorage, uids["study"], uids["image_series"], uids["frame"], patient_id, synthetic, deidentification
+    )
     dataset.Modality = "CT"
     dataset.SeriesNumber = series_number
     dataset.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
     dataset.SeriesDescription = (
-        f"SYNTHETIC CT ROI ({info.source.value}) - not a patient image" if synthetic else "real CT ROI (pseudonymised)"
+        f"SYNTHETIC CT ROI ({info.source.value}) - not a patient image" if synthetic else f"real CT ROI{' (de-identified)' if deidentification else ''}"
     )
     dataset.DerivationDescription = (
         f"{info.source.value} image from augmentor {__version__} (model: {_model_name(info)})"
@@ -190,7 +215,8 @@ def _mask_dataset(
 
     synthetic = info.source != Source.REAL
     dataset = _base_dataset(
-        SecondaryCaptureImageStorage, uids["study"], uids["mask_series"], uids["frame"], patient_id, synthetic
+        SecondaryCaptureImageStorage, uids["study"], uids["mask_series"], uids["frame"], patient_id, synthetic,
+        deidentification_method(info),
     )
     dataset.Modality = "OT"
     dataset.ConversionType = "WSD"  # workstation: made by software

@@ -21,10 +21,13 @@ File attributes
     ``pixel_spacing_mm`` JSON [row, column] spacing in mm.
     ``hu_window``        JSON [low, high]: the intensity window used to normalise images for
                          training (values are clipped to it and mapped to [-1, 1]).
-    ``provenance``       JSON object: ``tool_version``, ``command``, ``created`` (UTC ISO 8601),
-                         ``seed``, ``recipe`` (resolved), ``inputs`` ({name: SHA-256}),
-                         ``model`` ({name, weights_sha256, trained_on_sha256, trained_on_patients_sha256}
-                         for synthetic data), and free-form ``details``.
+    ``provenance``       JSON object: ``tool_version``, ``command`` (paths reduced to file names),
+                         ``created`` (UTC ISO 8601), ``seed``, ``recipe`` (resolved), ``inputs``
+                         ({file name: SHA-256}), ``model`` ({name, weights_sha256, trained_on_sha256,
+                         trained_on_patients_sha256, trained_on_path (a file name)} for synthetic
+                         data), ``patient_ids`` (how the ids were made: {kind "pseudonymised" |
+                         "virtual", method, salt_fingerprint (pseudonyms only)}; null: of unknown
+                         origin, treated as identifying), and free-form ``details``.
 
 Writers never leave a half-written file at the final path; readers validate on open and open the
 file lazily in each process so they work inside DataLoader workers (fork or spawn).

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from augmentor.data.provenance import make_provenance
+from augmentor.data.provenance import make_provenance, virtual_patient_ids
 from augmentor.data.writer import H5Writer, check_output
 from augmentor.errors import AugmentorError
 from augmentor.progress import progress_bar
@@ -176,6 +176,7 @@ def build_abdomen_ct(
         patients = math.ceil(count / slices_per_patient)
         jobs = [(seed, split, index, slices_per_patient, size, spacing) for index in range(patients)]
         provenance = make_provenance(
+            patient_ids=virtual_patient_ids("augmentor's simulator"),
             seed=seed,
             recipe={"cohort": "abdomen-ct", "split": split, "size": count, "slices_per_patient": slices_per_patient,
                     "image_size": size},

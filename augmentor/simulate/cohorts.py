@@ -381,7 +381,7 @@ def build_lesion_cohort(
     progress: bool = True,
 ) -> dict[str, Path]:
     """Build a lesion-ROI cohort (see :func:`build_cohort`)."""
-    from augmentor.data.provenance import make_provenance
+    from augmentor.data.provenance import make_provenance, virtual_patient_ids
     from augmentor.data.writer import H5Writer
 
     train_total = _check_size(train_size, sum(cohort.train_counts), "train size")
@@ -401,6 +401,7 @@ def build_lesion_cohort(
         writers = {}
         for split in SPLITS:
             provenance = make_provenance(
+                patient_ids=virtual_patient_ids("augmentor's simulator"),
                 seed=seed,
                 details={
                     "cohort": cohort.name,

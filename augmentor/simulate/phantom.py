@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from augmentor.data.provenance import make_provenance
+from augmentor.data.provenance import make_provenance, virtual_patient_ids
 from augmentor.data.writer import H5Writer, check_output
 from augmentor.errors import AugmentorError
 from augmentor.progress import progress_bar
@@ -78,6 +78,7 @@ def write_phantoms(
     path = check_output(out, overwrite)
     spacing = anatomy.FIELD_OF_VIEW_MM / size
     provenance = make_provenance(
+        patient_ids=virtual_patient_ids("augmentor's simulator"),
         seed=seed,
         recipe={"phantom": {"n_patients": n_patients, "slices_per_patient": slices_per_patient, "size": size}},
         details={"simulator": PHANTOM_VERSION, "slice_spacing_mm": anatomy.SLICE_SPACING_MM,

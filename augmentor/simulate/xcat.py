@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from augmentor.data.provenance import make_provenance, sha256_file
+from augmentor.data.provenance import make_provenance, sha256_file, stored_path, virtual_patient_ids
 from augmentor.data.writer import H5Writer, check_output
 from augmentor.errors import AugmentorError, look_up_option
 from augmentor.progress import progress_bar
@@ -292,8 +292,9 @@ def convert_xcat(
     if attenuation_path is not None:
         inputs[str(attenuation_path)] = sha256_file(attenuation_path)
     provenance = make_provenance(
+        patient_ids=virtual_patient_ids("an XCAT computational phantom"),
         inputs=inputs,
-        recipe={"xcat": {"organ_map": str(organ_map) if organ_map else DEFAULT_ORGAN_MAP}},
+        recipe={"xcat": {"organ_map": stored_path(organ_map) if organ_map else DEFAULT_ORGAN_MAP}},
         details={"array_size": size, "pixel_mm": log.pixel_mm, "slice_mm": log.slice_mm,
                  "intensities": "attenuation -> HU" if attenuation is not None else "flat nominal HU per tissue",
                  "water_mu_in_file_units": water if attenuation is not None else None},

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from augmentor.data.provenance import command_line
+from augmentor.data.provenance import command_line, stored_path
 from augmentor.errors import AugmentorError, OutputExistsError
 from augmentor.models.card import MODEL_CARD, MODEL_WEIGHTS, save_model, write_json_atomic
 from augmentor.models.registry import build_network
@@ -217,7 +217,7 @@ def train(
         },
         "recipe": resolved,
         "training_data": {
-            "path": str(training_set.path),
+            "path": stored_path(training_set.path),  # the file name only: folders may name a patient
             "sha256": training_set.sha256,
             "patients_sha256": training_set.patients_sha256,
             "num_samples": len(training_set),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,9 @@ from evaluation.report import SECTIONS, print_headline
 Run = Callable[..., tuple[int, str]]
 
 
-def test_tiny_recipe_end_to_end(tiny_inputs: Any, run_evaluate: Run, tmp_path: Path, capsys: Any) -> None:
+def test_tiny_recipe_end_to_end(tiny_inputs: Any, run_evaluate: Run, tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "reports" / "tiny"
+    monkeypatch.setattr(sys, "argv", ["augment", "evaluate", "tiny-evaluate", "--out", str(out), *(f"--set={o}" for o in tiny_inputs.overrides())])
     code, output = run_evaluate(out, tiny_inputs.overrides())
     assert code == 0, output
     assert output.strip() == f"wrote {out / 'report.html'} and {out / 'report.json'}"
@@ -31,7 +33,7 @@ def test_tiny_recipe_end_to_end(tiny_inputs: Any, run_evaluate: Run, tmp_path: P
                 "seeds", "statistics", "classification", "segmentation", "fidelity", "memorisation", "files"):
         assert key in report, key
     assert report["format"] == "augmentor-evaluation-report" and report["seeds"] == [0, 1]
-    assert report["recipe"]["kind"] == "evaluate" and report["recipe"]["synthetic"]["model"] == str(tiny_inputs.model)
+    assert report["recipe"]["kind"] == "evaluate" and report["recipe"]["synthetic"]["model"] == tiny_inputs.model.name
 
     classification = report["classification"]
     arms = [arm["name"] for arm in classification["arms"]]
@@ -70,7 +72,10 @@ def test_tiny_recipe_end_to_end(tiny_inputs: Any, run_evaluate: Run, tmp_path: P
     assert report["leakage"]["synthetic"][0]["status"] == "verified"
     roles = [entry["role"] for entry in report["inputs"]["files"]]
     assert roles == ["real train", "real test", "synthetic (generated in this run)"]
-    assert report["inputs"]["files"][2]["path"] == str(out / "inputs" / "synthetic.h5")
+    assert report["inputs"]["files"][2]["path"] == "inputs/synthetic.h5"
+    # No folder of any input or output reaches the report (folders may name patients): file names only.
+    assert str(tmp_path) not in (out / "report.json").read_text() and str(tmp_path) not in (out / "report.html").read_text()
+    assert report["command"].startswith("augment evaluate tiny-evaluate --out tiny ") and report["command"].endswith(" --set=synthetic.model=tiny-gan")
     assert all(len(entry["sha256"]) == 64 for entry in report["inputs"]["files"])
 
     page = (out / "report.html").read_text()

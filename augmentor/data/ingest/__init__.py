@@ -11,7 +11,9 @@ Common to all: ``SOURCE/<class>/...`` folders name classes (unless a CSV does, s
 :mod:`~augmentor.data.ingest.classes`); lesions are connected components of the label map and become
 ``roi_size`` ROIs (:mod:`~augmentor.data.ingest.roi`); patient identifiers are stored only as salted
 hashes (:mod:`~augmentor.data.ingest.pseudonym`); no name, date, UID or source path is copied into the
-file (its provenance records the command with the source as ``SOURCE`` and the salt hidden).
+file (its provenance records the command with the source as ``SOURCE`` and the salt hidden, and
+``patient_ids``: how the ids were made, with the salt's fingerprint that tells whether two files share a
+salt). A class folder named after a patient is refused (see :mod:`~augmentor.data.ingest.classes`).
 Any unreadable or inconsistent input stops the ingest with a one-line error naming the file, and the
 output path is left as it was.
 
@@ -33,6 +35,7 @@ from augmentor.data.ingest.classes import (
     DEFAULT_CLASS,
     ClassTable,
     check_class,
+    check_folder_class,
     order_classes,
     read_class_csv,
 )
@@ -274,7 +277,8 @@ def ingest(
         roi_size: side of the square ROI in pixels.
         slices: "all" slices a lesion is on, or the "largest".
         spacing_mm: resample every slice to this in-plane spacing first (None keeps the input's).
-        salt: secret for the patient pseudonyms (None: a random one, ids unlinkable across runs).
+        salt: secret for the patient pseudonyms (None: a random one, ids unlinkable across runs, so train
+            and test ingested in two runs cannot be checked for shared patients; the CLI warns).
         hu_window: the file's HU window for training (default -160,240); also the window 8-bit PNGs
             were saved with.
         overwrite: replace an existing ``out``.
@@ -314,6 +318,11 @@ def ingest(
         raise AugmentorError(f"{source_path}: mixes modalities {sorted(modalities)}; ingest them separately")
 
     folder_classes = {case.path: _folder_class(case.path, source_path) for case in cases}
+    if table is None:
+        for case in cases:
+            folder = folder_classes[case.path]
+            if folder is not None and not case.own_classes:
+                check_folder_class(folder, case.identifiers, class_names, str(source_path / folder))
     if table is not None:
         found = table.classes_of(key for case in cases for key in case.patient_keys)
         class_source = "CSV"
@@ -341,6 +350,7 @@ def ingest(
         return make_provenance(
             inputs=inputs,
             command=command,
+            patient_ids=pseudonymise.record(),
             details={
                 "ingest": {
                     "format": fmt,

@@ -9,7 +9,12 @@ Precedence, first that applies:
    patient's lesions. A lesion with no row is an error.
 2. A class recorded in the input: the ``augmentor class:`` line of a DICOM's ImageComments (written
    by ``augment export-dicom``), or the ``class`` / ``classes`` / ``labels`` keys of a ``.npz``.
-3. The first folder below the source: ``SOURCE/<class>/...``.
+3. The first folder below the source: ``SOURCE/<class>/...``. A folder that looks like a patient -- its
+   name equals or contains the DICOM PatientName or PatientID of a series inside it (compared without
+   case and separators: ``DOE^JOHN`` matches ``doe_john``), or holds an 8-digit date such as
+   ``19500101`` -- is refused (a PACS export names folders ``DOE_JOHN_19500101/CT_ABDOMEN/...``, and a
+   class name is stored in the file): give the classes in a CSV, or list the folder names in
+   ``--class-names`` if they really are class names.
 4. Otherwise every lesion is of the single class ``lesion``.
 
 ``class_names`` (``--class-names``) fixes the order of the classes (labels index into it) and
@@ -20,8 +25,10 @@ order is kept, else the classes found are sorted alphabetically.
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from augmentor.errors import AugmentorError, look_up_option
@@ -140,6 +147,73 @@ def order_classes(
     if not found_set:
         return (DEFAULT_CLASS,)
     return tuple(sorted(found_set))
+
+
+# Shorter identifiers are only refused when a folder name equals them (a contained "7" proves nothing).
+MIN_CONTAINED_IDENTIFIER = 4
+_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]{8}(?![0-9])")
+
+
+def _folded(text: str) -> str:
+    """Lower case, letters and digits only: ``DOE^JOHN`` and ``doe_john`` both become ``doejohn``."""
+    return "".join(character for character in text.casefold() if character.isalnum())
+
+
+def _has_date(text: str) -> bool:
+    """Whether ``text`` holds an 8-digit YYYYMMDD date (a birth or study date)."""
+    for run in _DIGIT_RUN.findall(text):
+        try:
+            date(int(run[:4]), int(run[4:6]), int(run[6:]))
+        except ValueError:
+            continue
+        if 1850 <= int(run[:4]) <= 2150:
+            return True
+    return False
+
+
+def patient_like_folder(folder: str, identifiers: Iterable[str]) -> str | None:
+    """Why a class folder's name looks like a patient's, or None when it does not.
+
+    Args:
+        folder: the folder name.
+        identifiers: the patient's identifying strings (DICOM PatientName, PatientID).
+
+    Returns:
+        "matches its DICOM patient name or id", "holds an 8-digit date", or None.
+    """
+    folded = _folded(folder)
+    for identifier in identifiers:
+        # A PatientName's components (DOE^JOHN) may appear in any order (JOHN_DOE).
+        components = [_folded(part) for part in re.split(r"[\^=]", identifier) if _folded(part)]
+        whole = _folded(identifier)
+        if not whole:
+            continue
+        if folded == whole or (len(whole) >= MIN_CONTAINED_IDENTIFIER and whole in folded):
+            return "matches the DICOM patient name or id of its series"
+        if len(components) > 1 and all(len(part) >= 2 and part in folded for part in components):
+            return "matches the DICOM patient name of its series"
+    if _has_date(folder):
+        return "holds an 8-digit date"
+    return None
+
+
+def check_folder_class(folder: str, identifiers: Iterable[str], class_names: Sequence[str] | None, where: str) -> None:
+    """Refuse a class folder whose name looks like a patient's (see the module docstring).
+
+    Args:
+        folder: the first folder below the source, about to become a class name.
+        identifiers: the patient's identifying strings (DICOM PatientName, PatientID).
+        class_names: the user's ``--class-names``: a folder named there is taken as a class.
+        where: the input, for the message.
+    """
+    if class_names and folder in {name.strip() for name in class_names}:
+        return
+    reason = patient_like_folder(folder, identifiers)
+    if reason is not None:
+        raise AugmentorError(
+            f"{where}: this class folder's name {reason}: it names a patient, not a class; give the classes with "
+            "--classes lesions.csv (columns patient,lesion,class), or list the folder in --class-names if it really is a class"
+        )
 
 
 def check_class(name: str, class_names: Sequence[str], where: str = "") -> str:

@@ -319,6 +319,7 @@ def find_cases(source: Path, files: list[Path]) -> list[Case]:
                 mask_label_names=mask_label_names,
                 class_order=recorded.class_names,
                 source=source_kind,
+                identifiers=(_text(header, "PatientName"), _text(header, "PatientID")),
                 load=_loader(series, mask_series, label_file, patient, own_class, mask_label_names, source),
             )
         )

@@ -7,6 +7,13 @@ stored. Without a salt a random one is drawn per run, so ids are consistent with
 be linked to any other ingest; give the same salt (``--salt`` or ``AUGMENTOR_SALT``) to several runs
 to keep a patient's id the same across files (e.g. a train and a test ingest). 64 bits make a collision
 between two patients of one cohort vanishingly unlikely (about 1e-10 for 50 000 patients).
+
+The file records how its ids were made (provenance ``patient_ids``, see :meth:`Pseudonymiser.record`),
+with a *salt fingerprint*: HMAC-SHA-256 of a fixed text under the salt. It is not the salt and does not
+reveal it, but two files have the same fingerprint exactly when they were pseudonymised with the same
+salt -- which is how ``augment evaluate`` knows that the patient-overlap check between a train and a
+test file means something. (Like any keyed hash it lets someone test guessed salts, so use a long random
+secret, not a word.)
 """
 
 from __future__ import annotations
@@ -15,8 +22,15 @@ import hashlib
 import hmac
 import secrets
 
+from augmentor.data.provenance import PSEUDONYMISED
+
 PSEUDONYM_PREFIX = "P"
 PSEUDONYM_HEX_DIGITS = 16
+FINGERPRINT_TEXT = b"augmentor salt fingerprint v1"
+UNSALTED_WARNING = (
+    "warning: no --salt given: patient ids were pseudonymised with a random salt, so they match no other "
+    "ingest; ingest train and test data with the same --salt (or AUGMENTOR_SALT)"
+)
 
 
 class Pseudonymiser:
@@ -35,6 +49,14 @@ class Pseudonymiser:
         """The pseudonym of ``identifier`` (ASCII, 17 characters)."""
         digest = hmac.new(self._key, identifier.strip().encode(), hashlib.sha256).hexdigest()
         return PSEUDONYM_PREFIX + digest[:PSEUDONYM_HEX_DIGITS]
+
+    def fingerprint(self) -> str:
+        """HMAC-SHA-256 of a fixed text under the salt (hex): equal for equal salts, and not the salt."""
+        return hmac.new(self._key, FINGERPRINT_TEXT, hashlib.sha256).hexdigest()
+
+    def record(self) -> dict[str, str]:
+        """The provenance's ``patient_ids`` record: kind, method and salt fingerprint."""
+        return {"kind": PSEUDONYMISED, "method": self.describe(), "salt_fingerprint": self.fingerprint()}
 
     def describe(self) -> str:
         """How the ids were made, for the provenance (never the salt itself)."""

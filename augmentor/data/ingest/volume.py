@@ -73,6 +73,8 @@ class Case:
         class_order: the ordered class list an augmentor export recorded.
         source: "real" unless the input says it is synthetic (DICOM Synthetic Data = YES, or the
             source an augmentor export recorded).
+        identifiers: what identifies the patient in the input's header (DICOM PatientName and
+            PatientID), only compared with class folder names; never stored.
         load: reads the pixels; yields the case's labelled volumes.
     """
 
@@ -87,6 +89,7 @@ class Case:
     mask_label_names: tuple[str, ...] | None = None
     class_order: tuple[str, ...] | None = None
     source: str = "real"
+    identifiers: tuple[str, ...] = ()
 
 
 def mask_case_name(path: Path) -> str | None:
