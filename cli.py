@@ -153,7 +153,7 @@ def generate_command(
         typer.Option("--class", "-c", help="Class to generate; repeat for several, NAME=COUNT for per-class counts, 'all' for every class of --model."),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .h5 file.")],
-    n: Annotated[int | None, typer.Option("--n", help="Samples per class (for --class items without =COUNT).")] = None,
+    n: Annotated[int | None, typer.Option("--n", help="Samples per class, at least 1 (for --class items without =COUNT).")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Zoo model name or model directory (default: the model that knows the class).")] = None,
     seed: Seed = 0,
     start: Annotated[int, typer.Option("--start", help="Index of the first sample of each class (for shards).")] = 0,

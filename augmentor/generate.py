@@ -59,11 +59,13 @@ def parse_class_requests(classes: Sequence[str], default_count: int | None, clas
             except ValueError:
                 raise AugmentorError(f"--class {item!r}: count {count_text!r} is not an integer") from None
         elif default_count is not None:
+            if default_count < 1:
+                raise AugmentorError(f"--n must be at least 1, got {default_count}")
             count = default_count
         else:
             raise AugmentorError(f"--class {item!r}: give --n or {name}=COUNT")
-        if count < 0:
-            raise AugmentorError(f"--class {item!r}: count must be >= 0")
+        if count < 1:
+            raise AugmentorError(f"--class {item!r}: count must be at least 1")
         names = list(class_names) if name == ALL_CLASSES else [look_up_option(name, class_names, "class")]
         for each in names:
             if each in requests:
@@ -175,6 +177,8 @@ def generate(
     from augmentor.zoo import model_for_classes, resolve_model
 
     class_list = [classes] if isinstance(classes, str) else list(classes)
+    if n is not None and n < 1:  # before the model loads: an empty file is never what was meant
+        raise AugmentorError(f"--n must be at least 1, got {n}")
     output = check_output(out, overwrite)
     if start < 0:
         raise AugmentorError(f"start must be >= 0, got {start}")

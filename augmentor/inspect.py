@@ -14,13 +14,13 @@ Evaluation reports (``augment inspect report.json``) are shown by the evaluation
 from __future__ import annotations
 
 import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from augmentor.atomic import temporary_path
 from augmentor.data.reader import H5File
 from augmentor.errors import AugmentorError, SchemaError
 from augmentor.progress import progress_bar
@@ -149,7 +149,7 @@ def inspect_file(
 
     Returns:
         An :class:`InspectSummary`; ``valid`` is False (with ``problem``) for a file that breaks the
-        schema. A missing file raises :class:`~augmentor.errors.AugmentorError`.
+        schema or has samples that cannot be read. A missing file raises :class:`~augmentor.errors.AugmentorError`.
     """
     file_path = Path(path)
     try:
@@ -162,12 +162,12 @@ def inspect_file(
         num_classes = len(info.class_names)
         all_pixels = np.zeros((num_classes, HISTOGRAM_BINS), dtype=np.int64)
         mask_pixels = np.zeros((num_classes, HISTOGRAM_BINS), dtype=np.int64)
-        images_dataset, masks_dataset = file.handle["images"], file.handle["masks"]
         with progress_bar("inspect", total=len(file), enabled=progress) as advance:
             for start in range(0, len(file), BLOCK):
                 stop = min(start + BLOCK, len(file))
-                images = images_dataset[start:stop].astype(np.int32) + HISTOGRAM_OFFSET  # (B, C, H, W)
-                inside = masks_dataset[start:stop] > 0  # (B, H, W)
+                block_images, block_masks, _ = file.read(np.arange(start, stop))
+                images = block_images.astype(np.int32) + HISTOGRAM_OFFSET  # (B, C, H, W)
+                inside = block_masks > 0  # (B, H, W)
                 block_labels = labels[start:stop]
                 for label in np.unique(block_labels):
                     chosen = block_labels == label
@@ -177,6 +177,8 @@ def inspect_file(
                     mask_pixels[label] += np.bincount(selected[in_lesion], minlength=HISTOGRAM_BINS)
                 advance(stop - start)
         patients = len(set(file.patient_ids().tolist())) if info.has_patient_ids else None
+    except SchemaError as error:  # damaged samples: the file is not valid either
+        return InspectSummary(path=file_path, valid=False, problem=str(error))
     finally:
         file.close()
     counts = np.bincount(labels, minlength=len(info.class_names))
@@ -254,7 +256,7 @@ def write_grid(path: str | Path, out_png: Path | None = None, per_class: int = 8
             )
         figure.suptitle(f"{file.path.name}: {info.source.value}, HU window [{low:g}, {high:g}]", fontsize=10)
         figure.subplots_adjust(left=1.4 / (1.3 * per_class + 1.6), right=0.99, top=1 - 0.45 / (1.3 * rows + 0.6), bottom=0.02, wspace=0.05, hspace=0.08)
-        temporary = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp.png")
+        temporary = temporary_path(target)
         try:
             figure.savefig(temporary, format="png")
             os.replace(temporary, target)

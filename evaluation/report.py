@@ -16,13 +16,13 @@ import base64
 import html
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from augmentor.atomic import write_bytes_atomic
 from augmentor.errors import AugmentorError
 
 REPORT_JSON = "report.json"
@@ -323,12 +323,6 @@ def render_html(report: Mapping[str, Any], figures: Mapping[str, np.ndarray]) ->
     return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{CSS}</style></head><body><h1>{title}</h1>{description}<nav>{nav}</nav>{body}</body></html>\n"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
-
-
 def write_report(folder: Path, report: dict[str, Any], predictions: Mapping[str, np.ndarray], figures: Mapping[str, np.ndarray]) -> Path:
     """Write ``report.json``, ``predictions.npz`` and ``report.html`` into ``folder``.
 
@@ -346,8 +340,8 @@ def write_report(folder: Path, report: dict[str, Any], predictions: Mapping[str,
     buffer_path = folder / PREDICTIONS
     arrays = {key: np.asarray(value) for key, value in predictions.items()}
     np.savez_compressed(buffer_path, **arrays)  # type: ignore[arg-type]
-    _write_atomic(folder / REPORT_JSON, (json.dumps(plain, indent=1, allow_nan=False) + "\n").encode())
-    _write_atomic(folder / REPORT_HTML, render_html(plain, figures).encode())
+    write_bytes_atomic(folder / REPORT_JSON, (json.dumps(plain, indent=1, allow_nan=False) + "\n").encode())
+    write_bytes_atomic(folder / REPORT_HTML, render_html(plain, figures).encode())
     return folder / REPORT_JSON
 
 

@@ -13,9 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import platform
-import secrets
 import shutil
 import time
 from collections.abc import Sequence
@@ -26,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from augmentor import __version__
+from augmentor.atomic import replace_directory, temporary_path
 from augmentor.data.intensity import normalise
 from augmentor.data.provenance import command_line, stored_path
 from augmentor.data.reader import H5File
@@ -417,7 +416,7 @@ def _evaluate(recipe: EvaluateRecipe, out: Path, *, overwrite: bool, progress: b
         synthetic = _check_synthetic(recipe, real, plan)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    staging = temporary_path(out)
     staging.mkdir()
     try:
         # 2. Inputs that are built or generated.
@@ -521,10 +520,4 @@ def _evaluate(recipe: EvaluateRecipe, out: Path, *, overwrite: bool, progress: b
 
 def _publish(staging: Path, out: Path) -> None:
     """Move the finished report into place (replacing an old one only now)."""
-    if out.exists():
-        trash = out.parent / f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.old"
-        os.replace(out, trash)
-        os.replace(staging, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(staging, out)
+    replace_directory(staging, out)

@@ -60,3 +60,23 @@ def tiny_file(tmp_path: Path) -> Callable[..., Path]:
         return write_tiny(tmp_path / name, **options)  # type: ignore[arg-type]
 
     return make
+
+
+def flip_bytes_of_sample(path: Path, index: int, name: str = "images") -> None:
+    """Damage a file: flip a few bytes in the middle of the stored chunk of sample ``index`` of dataset
+    ``name`` (the writer stores one sample per chunk)."""
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        dataset = handle[name]
+        chunk = dataset.id.get_chunk_info_by_coord((index,) + (0,) * (dataset.ndim - 1))
+    data = bytearray(path.read_bytes())
+    for offset in range(chunk.size // 2, chunk.size // 2 + 4):
+        data[chunk.byte_offset + offset] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def flip_sample_bytes() -> Callable[..., None]:
+    """``flip_sample_bytes(path, index, name="images")``: see :func:`flip_bytes_of_sample`."""
+    return flip_bytes_of_sample

@@ -76,6 +76,22 @@ def test_same_seed_same_bytes_for_any_batch_size_and_shards(model_dir: Path, tmp
     assert len({whole_images[i].tobytes() for i in range(20)}) == 20
 
 
+def test_zero_samples_are_refused_in_one_line(model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "empty.h5"
+    for arguments, message in (
+        (["--class", "cyst", "--n", "0"], "error: --n must be at least 1, got 0"),
+        (["--class", "all", "--n", "0"], "error: --n must be at least 1, got 0"),
+        (["--class", "cyst=0"], "error: --class 'cyst=0': count must be at least 1"),
+        (["--class", "cyst=2", "--class", "metastasis=0"], "error: --class 'metastasis=0': count must be at least 1"),
+    ):
+        result = runner.invoke(app, ["generate", *arguments, "--model", str(model_dir), "--out", str(out)])
+        assert result.exit_code == 2, result.output
+        assert result.output == message + "\n"
+        assert list(tmp_path.iterdir()) == [model_dir]
+    with pytest.raises(AugmentorError, match="--n must be at least 1"):
+        generate("cyst", 0, out, model=model_dir, progress=False)
+
+
 def test_class_requests() -> None:
     requests = parse_class_requests(["all"], 4, CLASSES)
     assert [(r.name, r.label, r.count) for r in requests] == [("cyst", 0, 4), ("metastasis", 1, 4), ("hemangioma", 2, 4)]
@@ -141,3 +157,8 @@ def test_kill_9_during_generate_leaves_no_file(model_dir: Path, tmp_path: Path) 
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert not out.exists()
+    (left,) = tmp_path.glob(".killed.h5.*.tmp")  # a killed process cannot clean up after itself
+    # the next run writing the same file removes it
+    result = runner.invoke(app, ["generate", "--class", "cyst", "--n", "3", "--model", str(model_dir), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert not left.exists() and not list(tmp_path.glob(".killed.h5.*"))

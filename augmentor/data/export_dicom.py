@@ -34,9 +34,7 @@ unknown origin, e.g. written by a user's own ``H5Writer`` code) is exported with
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
 import shutil
 from pathlib import Path
 from typing import Any
@@ -44,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from augmentor import __version__
+from augmentor.atomic import replace_directory, temporary_path
 from augmentor.data.ingest.classes import RecordedLabels, labels_comment
 from augmentor.data.provenance import PSEUDONYMISED, VIRTUAL, patient_id_kind
 from augmentor.data.reader import H5File
@@ -74,22 +73,6 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
         raise OutputExistsError(f"{out_dir} exists and is not empty; pass --overwrite to replace it")
     if not out_dir.parent.exists():
         raise AugmentorError(f"output directory {out_dir.parent} does not exist")
-
-
-def _replace_dir(temporary: Path, final: Path) -> None:
-    """Move ``temporary`` onto ``final``; an old ``final`` is moved aside first and deleted last."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}.old")
-        os.replace(final, old)
-    try:
-        os.replace(temporary, final)
-    except BaseException:
-        if old is not None:
-            os.replace(old, final)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # DeidentificationMethod (LO: at most 64 characters) by how the file's patient ids were made.
@@ -263,7 +246,7 @@ def export_dicom(h5: str | Path, out_dir: str | Path, *, overwrite: bool = False
         raise AugmentorError(f"{file.path}: images have {info.image_shape[0]} channels; DICOM export writes single-channel CT")
     folders = class_folder_names(info.class_names)
     patient_ids = file.patient_ids() if info.has_patient_ids else np.full(len(file), UNKNOWN_PATIENT, dtype=object)
-    temporary = out_path.with_name(f".{out_path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    temporary = temporary_path(out_path)
     studies: dict[str, str] = {}
     series_numbers: dict[str, int] = {}
     try:
@@ -288,7 +271,7 @@ def export_dicom(h5: str | Path, out_dir: str | Path, *, overwrite: bool = False
                     mask = _mask_dataset(masks[offset], class_name, uids, patient, series_number + 1, info)
                     mask.save_as(class_folder / f"{index:06d}_mask.dcm", enforce_file_format=True)
                     advance()
-        _replace_dir(temporary, out_path)
+        replace_directory(temporary, out_path)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +31,57 @@ def _open(path: Path) -> h5py.File:
         raise SchemaError(f"{path}: not a readable HDF5 file ({reason})") from None
 
 
+# What h5py raises when the bytes of a file are damaged: a chunk that fails to decode or fails its
+# checksum (OSError), an object header that does not parse (KeyError, RuntimeError).
+_READ_ERRORS = (OSError, KeyError, RuntimeError)
+
+
+def _reason(error: BaseException) -> str:
+    """HDF5's own words: "Can't read data (filter returned failure during read)" -> the part in brackets."""
+    text = " ".join(str(error).split()).strip("'\"") or type(error).__name__
+    inner = re.search(r"\(([^()]+)\)$", text)
+    text = inner.group(1) if inner else text
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _damaged(path: Path, what: str, error: BaseException) -> SchemaError:
+    return SchemaError(f"{path}: {what} cannot be read (HDF5: {_reason(error)}); the file is damaged: make or copy it again")
+
+
+def _read_or_explain(path: Path, dataset: h5py.Dataset, rows: np.ndarray, read: Callable[[], np.ndarray]) -> np.ndarray:
+    """``read()``, or a one-line SchemaError naming the samples among ``rows`` that cannot be read.
+
+    On failure each row is read on its own, so the message names the damaged samples, not the batch.
+    """
+    try:
+        return read()
+    except _READ_ERRORS as error:
+        bad = []
+        for row in rows.tolist():
+            try:
+                dataset[row]
+            except _READ_ERRORS:
+                bad.append(row)
+        where = rows if not bad else np.asarray(bad)
+        first, last = int(where.min()), int(where.max())
+        count = f" ({len(bad)} of them)" if len(bad) not in (0, last - first + 1) else ""
+        samples = f"sample {first}" if first == last else f"samples {first}-{last}{count}"
+        raise _damaged(path, f"{samples} of {dataset.name.lstrip('/')!r}", error) from None
+
+
 def read_info(path: str | Path, check_labels: bool = True) -> schema.DatasetInfo:
     """Open, validate and describe a file (then close it).
 
     Raises:
-        AugmentorError: missing or unreadable file; SchemaError for contract violations.
+        AugmentorError: missing or unreadable file; SchemaError for contract violations, missing or
+            changed shards of a joined file, and damaged bytes.
     """
     file_path = Path(path)
     with _open(file_path) as handle:
-        return schema.validate(handle, file_path, check_labels=check_labels)
+        try:
+            return schema.validate(handle, file_path, check_labels=check_labels)
+        except _READ_ERRORS as error:
+            raise _damaged(file_path, "its structure or labels", error) from None
 
 
 class H5File:
@@ -63,9 +107,20 @@ class H5File:
     @property
     def handle(self) -> h5py.File:
         if self._handle is None or self._pid != os.getpid():
-            self._handle = _open(self.path)
+            handle = _open(self.path)
+            try:  # a shard deleted since validation would read as zeros: look again (presence and size only)
+                schema.check_shards(handle, self.path, self.info.provenance, hashes=False)
+            except BaseException:
+                handle.close()
+                raise
+            self._handle = handle
             self._pid = os.getpid()
         return self._handle
+
+    def _column(self, name: str) -> np.ndarray:
+        """A whole dataset (``labels``, ``patient_ids``, ``extras/...``), or a one-line error if damaged."""
+        dataset = self.handle[name]
+        return _read_or_explain(self.path, dataset, np.arange(len(self)), lambda: dataset[...])
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -95,8 +150,7 @@ class H5File:
         workers copy-on-write; a spawned worker loads its own copy on first access.
         """
         if self._arrays is None:
-            handle = self.handle
-            self._arrays = (handle[schema.IMAGES][...], handle[schema.MASKS][...])
+            self._arrays = (self._column(schema.IMAGES), self._column(schema.MASKS))
 
     def labels(self) -> np.ndarray:
         """All class labels, (N,) int64."""
@@ -105,7 +159,7 @@ class H5File:
     def _labels(self) -> np.ndarray:
         # Labels (and ids) are tiny: read once per process and keep.
         if self._label_cache is None or self._pid != os.getpid():
-            self._label_cache = self.handle[schema.LABELS][...].astype(np.int64)
+            self._label_cache = self._column(schema.LABELS).astype(np.int64)
         return self._label_cache
 
     def patient_ids(self) -> np.ndarray:
@@ -113,13 +167,13 @@ class H5File:
         if not self.info.has_patient_ids:
             return np.full(len(self), self.path.stem, dtype=object)
         if self._id_cache is None or self._pid != os.getpid():
-            self._id_cache = np.char.decode(self.handle[schema.PATIENT_IDS][...], "ascii").astype(object)
+            self._id_cache = np.char.decode(self._column(schema.PATIENT_IDS), "ascii").astype(object)
         return self._id_cache
 
     def extra(self, name: str) -> np.ndarray:
         if name not in self.info.extras:
             raise AugmentorError(f"{self.path}: no extra column {name!r}; has {list(self.info.extras)}")
-        return self.handle[f"{schema.EXTRAS}/{name}"][...]
+        return self._column(f"{schema.EXTRAS}/{name}")
 
     def read(self, indices: np.ndarray | list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Read samples by index, in the order given.
@@ -141,8 +195,8 @@ class H5File:
         order = np.argsort(index, kind="stable")
         unique, inverse = np.unique(index[order], return_inverse=True)
         handle = self.handle
-        images = _read_rows(handle[schema.IMAGES], unique)
-        masks = _read_rows(handle[schema.MASKS], unique)
+        images = _read_or_explain(self.path, handle[schema.IMAGES], unique, lambda: _read_rows(handle[schema.IMAGES], unique))
+        masks = _read_or_explain(self.path, handle[schema.MASKS], unique, lambda: _read_rows(handle[schema.MASKS], unique))
         labels = self._labels()[unique]
         restore = np.empty_like(order)
         restore[order] = np.arange(order.size)

@@ -27,7 +27,15 @@ File attributes
                          trained_on_patients_sha256, trained_on_path (a file name)} for synthetic
                          data), ``patient_ids`` (how the ids were made: {kind "pseudonymised" |
                          "virtual", method, salt_fingerprint (pseudonyms only)}; null: of unknown
-                         origin, treated as identifying), and free-form ``details``.
+                         origin, treated as identifying), and free-form ``details``. A joined file (see
+                         :mod:`augmentor.data.shards`) adds ``shards``: one record per shard, in
+                         order, ``{path (relative to the joined file), samples, bytes, sha256,
+                         provenance}``.
+
+Joined files
+    Their datasets are HDF5 virtual datasets over shard files. HDF5 reads a missing shard as fill
+    values (zeros: label 0), so validation checks that every source exists and, where the join
+    recorded them, that each shard still has its size and SHA-256.
 
 Writers never leave a half-written file at the final path; readers validate on open and open the
 file lazily in each process so they work inside DataLoader workers (fork or spawn).
@@ -36,6 +44,7 @@ file lazily in each process so they work inside DataLoader workers (fork or spaw
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -43,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from augmentor.data.provenance import sha256_file
 from augmentor.errors import SchemaError
 
 SCHEMA_VERSION = 1
@@ -51,6 +61,7 @@ MASKS = "masks"
 LABELS = "labels"
 PATIENT_IDS = "patient_ids"
 EXTRAS = "extras"
+SHARDS = "shards"  # provenance key of a joined file
 
 IMAGE_DTYPE = np.dtype(np.int16)
 MASK_DTYPE = np.dtype(np.uint8)
@@ -188,6 +199,7 @@ def validate(handle: Any, path: Path, check_labels: bool = True) -> DatasetInfo:
     modality = attrs.get("modality", "CT")
     modality = modality.decode() if isinstance(modality, bytes) else str(modality)
 
+    check_shards(handle, path, provenance)
     if check_labels and count:
         values = labels[...]
         low, high = int(values.min()), int(values.max())
@@ -208,3 +220,75 @@ def validate(handle: Any, path: Path, check_labels: bool = True) -> DatasetInfo:
         has_patient_ids=has_ids,
         extras=extras,
     )
+
+
+# SHA-256 of shard files already checked in this process, by (path, size, mtime, inode): a file opened
+# many times (every DataLoader worker, every command step) is hashed once while it is unchanged.
+_CHECKED_SHARDS: dict[tuple[str, int, int, int], str] = {}
+
+
+def _shard_sha256(location: Path) -> str:
+    status = location.stat()
+    key = (str(location.resolve()), status.st_size, status.st_mtime_ns, status.st_ino)
+    if key not in _CHECKED_SHARDS:
+        _CHECKED_SHARDS[key] = sha256_file(location)
+    return _CHECKED_SHARDS[key]
+
+
+def _virtual_sources(handle: Any) -> dict[str, tuple[int, int]]:
+    """``{source file as stored: (first, last) sample}`` over every virtual dataset of a file."""
+    names = [name for name in (IMAGES, MASKS, LABELS, PATIENT_IDS) if name in handle]
+    if EXTRAS in handle:
+        names += [f"{EXTRAS}/{key}" for key in handle[EXTRAS]]
+    sources: dict[str, tuple[int, int]] = {}
+    for name in names:
+        dataset = handle[name]
+        if not dataset.is_virtual:
+            continue
+        for source in dataset.virtual_sources():
+            first, last = source.vspace.get_select_bounds()
+            low, high = sources.get(source.file_name, (first[0], last[0]))
+            sources[source.file_name] = (min(low, first[0]), max(high, last[0]))
+    return sources
+
+
+def check_shards(handle: Any, path: Path, provenance: dict[str, Any], hashes: bool = True) -> None:
+    """Check that a joined file's shards are there and unchanged (no-op for ordinary files).
+
+    Args:
+        handle: the open file.
+        path: its path; relative shard paths are relative to its folder.
+        provenance: its provenance record (``shards`` holds what the join recorded).
+        hashes: also compare each shard's SHA-256 with the join's (read once per process while the
+            shard is unchanged); False checks presence and size only.
+
+    Raises:
+        SchemaError: naming the shard and the joined file's samples it holds.
+    """
+    sources = _virtual_sources(handle)
+    if not sources:
+        return
+    folder = path.parent
+    for name, (first, last) in sources.items():
+        if name != "." and not (folder / name).is_file():
+            raise SchemaError(
+                f"{path}: shard {name} (samples {first}-{last}) is missing; keep the shards next to the joined file or join them again"
+            )
+    records = provenance.get(SHARDS)
+    if not isinstance(records, list):
+        return
+    start = 0
+    for record in records:
+        if not isinstance(record, dict):  # files joined before shards were recorded: paths only
+            continue
+        count = int(record.get("samples", 0))
+        where = f"shard {record.get('path')} (samples {start}-{start + count - 1})"
+        start += count
+        location = folder / str(record.get("path"))
+        size = os.path.getsize(location) if location.is_file() else None
+        if size is None:
+            raise SchemaError(f"{path}: {where} is missing; keep the shards next to the joined file or join them again")
+        if "bytes" in record and size != int(record["bytes"]):
+            raise SchemaError(f"{path}: {where} has changed since the join ({size} bytes, was {record['bytes']}); join the shards again")
+        if hashes and record.get("sha256") and _shard_sha256(location) != record["sha256"]:
+            raise SchemaError(f"{path}: {where} has changed since the join (SHA-256 differs); join the shards again")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,8 +31,8 @@ from safetensors.torch import save as save_tensors
 from torch import nn
 
 from augmentor import __version__
+from augmentor.atomic import write_bytes_atomic
 from augmentor.data.provenance import sha256_file
-from augmentor.data.writer import temporary_path
 from augmentor.errors import AugmentorError
 from augmentor.models.registry import build_network, network_spec
 
@@ -52,17 +51,6 @@ def _storage_tensors(network: nn.Module, dtype: torch.dtype) -> dict[str, torch.
             value = value.to(dtype)
         tensors[key] = value.contiguous().clone()
     return tensors
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary sibling, then rename it onto ``path`` (usual permissions, umask applies)."""
-    temporary = temporary_path(path)
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:

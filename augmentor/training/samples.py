@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import nn
 
-from augmentor.data.writer import temporary_path
+from augmentor.atomic import temporary_path
 from augmentor.training.ema import recalibrate_batch_norm
 
 MIN_CELL_PIXELS = 128

@@ -4,6 +4,9 @@ and one-line errors that leave the output path untouched."""
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -362,3 +365,41 @@ def test_existing_output_is_kept_byte_identical(tmp_path: Path, outdir: Path) ->
     np.savez(source / "p.npz", image=bad, mask=disk((64, 64), (32, 32), 4))
     assert_refused(run_ingest(source, out, "--overwrite"), "NaN")  # a failed overwrite keeps the old file
     assert out.read_bytes() == before
+
+
+# A UID component with a leading zero ("...007") is invalid DICOM that real scanners write; pydicom warns
+# about it on every read (two lines each on stderr).
+ODD_UID = "1.2.826.0.1.3680043.2.1143.007"
+
+
+def augment_process(*arguments: str) -> subprocess.CompletedProcess[str]:
+    """``augment`` in a process of its own: its stderr is exactly what a user sees (no test harness capturing warnings)."""
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from cli import app; sys.exit(app())", *arguments],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_pydicom_warnings_fold_into_one_line(tmp_path: Path, outdir: Path) -> None:
+    source = tmp_path / "src"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns when writing the odd UID too
+        _, series = write_ct_series(source / "cyst" / "p1", hu_pattern((3, 32, 32)), series_uid=ODD_UID)
+    failed = augment_process("ingest", str(source), "--out", str(outdir / "x.h5"), "--salt", "s", "--roi-size", "16")
+    assert failed.returncode == 2, failed.stderr
+    assert failed.stderr.count("\n") == 1 and failed.stderr.startswith("error: "), failed.stderr
+    assert "series has no mask" in failed.stderr
+    assert f"(pydicom also warned: Invalid value for VR UI: '{ODD_UID}')" in failed.stderr
+    assert list(outdir.iterdir()) == []
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        write_ct_series(
+            source / "cyst" / "p1", volume_with_lesions((3, 32, 32), [(1, (16, 16), 3)]), is_mask=True, referenced_series_uid=series, prefix="m"
+        )
+    done = augment_process("ingest", str(source), "--out", str(outdir / "x.h5"), "--salt", "s", "--roi-size", "16")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"wrote {outdir / 'x.h5'}: 1 samples"), done.stdout
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("warning: ") and f"pydicom warned: Invalid value for VR UI: '{ODD_UID}'" in done.stderr

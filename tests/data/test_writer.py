@@ -12,11 +12,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from augmentor.data import schema
 from augmentor.data.reader import H5File, read_info
 from augmentor.data.writer import H5Writer
 from augmentor.errors import OutputExistsError, SchemaError
+from cli import app
 
 
 def test_written_file_validates_with_contract_dtypes_and_chunks(tiny_file) -> None:
@@ -107,6 +109,17 @@ def test_kill_9_leaves_no_file_at_final_path(tmp_path: Path) -> None:
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert not out.exists()
+    (left,) = tmp_path.glob(".killed.h5.*.tmp")  # a killed process cannot clean up after itself
+    assert left.stat().st_size > 0
+    # the next write to the same path (here `augment ingest`) removes what the killed one left
+    source = tmp_path / "source"
+    source.mkdir()
+    mask = np.zeros((32, 32))
+    mask[10:20, 10:20] = 1
+    np.savez(source / "p.npz", image=np.zeros((32, 32)), mask=mask)
+    result = CliRunner().invoke(app, ["ingest", str(source), "--out", str(out), "--roi-size", "16"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["killed.h5", "source"]
 
 
 def test_reader_names_what_is_wrong(tiny_file, tmp_path: Path) -> None:

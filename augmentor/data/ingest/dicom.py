@@ -32,7 +32,10 @@ Layout::
 from __future__ import annotations
 
 import itertools
+import logging
+import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,7 +80,7 @@ def is_dicom_file(path: Path) -> bool:
         return False
 
 
-def _reason(error: BaseException) -> str:
+def _reason(error: BaseException | str) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= 160 else text[:157] + "..."
 
@@ -240,6 +243,45 @@ def _patient_key(header: Any, folder: Path) -> str:
     return _text(header, "PatientID") or _text(header, "PatientName") or folder.name
 
 
+@contextmanager
+def _folded_pydicom_warnings(where: str) -> Iterator[None]:
+    """Fold pydicom's warnings into one line: appended to an error raised inside, else logged once.
+
+    pydicom warns (two lines on stderr, once per file) about values it tolerates, such as a UID with a
+    leading zero; augmentor keeps no UID, so one line saying so is enough.
+    """
+    failure: AugmentorError | None = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        except AugmentorError as error:
+            failure = error
+    summary = _warning_summary(caught)  # after the block: warnings re-issued here are not caught again
+    if failure is not None:
+        if summary:
+            raise AugmentorError(f"{failure} (pydicom also warned: {summary})") from None
+        raise failure
+    if summary:
+        logging.getLogger(__name__).warning("warning: %s: pydicom warned: %s (such values are not kept)", where, summary)
+
+
+def _warning_summary(caught: list[warnings.WarningMessage]) -> str:
+    """The distinct pydicom warnings as one short phrase; other libraries' warnings are re-issued."""
+    messages: list[str] = []
+    for item in caught:
+        if "pydicom" not in Path(item.filename).parts:
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+            continue
+        text = str(item.message).split(" Please see ")[0].rstrip(". ")
+        if text not in messages:
+            messages.append(text)
+    if not messages:
+        return ""
+    more = f"; and {len(messages) - 1} other warning{'s' if len(messages) > 2 else ''}" if len(messages) > 1 else ""
+    return _reason(messages[0]) + more
+
+
 def find_cases(source: Path, files: list[Path]) -> list[Case]:
     """Plan one case per image series (headers only).
 
@@ -250,6 +292,11 @@ def find_cases(source: Path, files: list[Path]) -> list[Case]:
     Returns:
         The cases, in the order of their first file's path.
     """
+    with _folded_pydicom_warnings(str(source)):
+        return _find_cases(source, files)
+
+
+def _find_cases(source: Path, files: list[Path]) -> list[Case]:
     by_uid: dict[str, _Series] = {}
     for path in sorted(p for p in files if is_dicom_file(p)):
         header = read_header(path)
@@ -367,14 +414,15 @@ def _loader(
     source: Path,
 ) -> Any:
     def load() -> Iterator[LabelledVolume]:
-        positions = _sort_slices(series)
-        image = np.stack([_read_pixels(item, rescale=True) for item in series.slices])
-        affine = _affine(series, positions)
-        if mask_series is not None:
-            label = _mask_series_labels(mask_series, series, positions, image.shape)
-        else:
-            assert label_file is not None
-            label = _label_file_labels(label_file, affine, image.shape)
+        with _folded_pydicom_warnings(str(series.first.path)):
+            positions = _sort_slices(series)
+            image = np.stack([_read_pixels(item, rescale=True) for item in series.slices])
+            affine = _affine(series, positions)
+            if mask_series is not None:
+                label = _mask_series_labels(mask_series, series, positions, image.shape)
+            else:
+                assert label_file is not None
+                label = _label_file_labels(label_file, affine, image.shape)
         (image_display, label_display), _ = to_display([image, label], affine)
         yield LabelledVolume(
             image=image_display,
