@@ -25,8 +25,12 @@ demo: $(STAMP)
 	$(BIN)/augment generate --class metastasis --n 60000 --out $(DEMO_DIR)/metastasis.h5 --overwrite
 	$(BIN)/augment inspect $(DEMO_DIR)/metastasis.h5 --grid $(DEMO_DIR)/metastasis.png
 
+# make reports any failing recipe as its own exit status 2; PYTEST_STATUS=FILE also writes pytest's own
+# exit status to FILE (.ci/run tells "no tests collected", pytest's 5, from failures that way).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2
+	@status=0; $(BIN)/python -m pytest -q -n 2 || status=$$?; \
+	if [ -n "$(PYTEST_STATUS)" ]; then echo "$$status" > "$(PYTEST_STATUS)"; fi; \
+	exit $$status
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

@@ -24,7 +24,10 @@ from augmentor.errors import AugmentorError, RecipeError, did_you_mean
 T = TypeVar("T")
 
 _KINDS: dict[str, type[Any]] = {}
-RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
+# The shipped recipes: ``recipes/`` at the repository root, where people read them, reached from inside the
+# package through the symlink ``augmentor/recipes_data`` so that a wheel (``pip install .``) carries them as
+# package data.
+RECIPE_DIR = Path(__file__).resolve().parent / "recipes_data"
 
 
 def register_recipe_kind(kind: str) -> Callable[[type[T]], type[T]]:
@@ -183,7 +186,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
 
 
 def resolve_path(path: str | Path) -> Path:
-    """A recipe path, or the name of a shipped recipe (``frid-adar-liver`` -> recipes/frid-adar-liver.toml)."""
+    """A recipe path, or the name of a shipped recipe (``frid-adar-liver`` -> ``RECIPE_DIR/frid-adar-liver.toml``)."""
     candidate = Path(path)
     if candidate.exists():
         return candidate
