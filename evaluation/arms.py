@@ -1,19 +1,24 @@
 """The arms of the experiment: what each one trains on.
 
 (a) ``real``: the real training patients only.
-(b) ``classic``: the same, with classic augmentation (:mod:`evaluation.augmentation`).
+(b) ``classic``: the same, with classic augmentation (:mod:`evaluation.batch_augmentation`).
 (c) ``classic+synthetic xR``: (b) plus R synthetic samples per real sample *of each class* (Frid-Adar et
     al. 2018 added synthetic lesions to the classically augmented set); one arm per sweep ratio. Both
     real and synthetic samples are augmented.
+(o) ``classic+oracle xR``: (b) plus R *real* lesions per real lesion of each class, from new virtual
+    patients (simulated cohorts only): what perfect synthetic data would add -- the ceiling. The
+    augmentation efficiency of a generator is Δ(c at R) / Δ(o at R), both against (b).
 (d) ``pretrain-finetune``: pretrain on synthetic samples, then fine-tune on the real data with classic
     augmentation (Onishi et al. 2019). Pretraining is not augmented: tens of thousands of synthetic
-    samples bring their own variety, and augmenting them would double the cost.
+    samples bring their own variety.
 (e) ``synthetic-only``: train on synthetic samples only, test on real (TSTR): a fidelity measure
-    (how much of the real task the GAN's samples teach), not a way to use them. Not augmented.
+    (how much of the real task the GAN's samples teach), not a way to use them. Not augmented. When its
+    samples and budget equal (d)'s pretraining, the same trained network serves both (one computation).
 
-Every arm uses the same validation patients, the same seeds and the same step budget per stage. The
-synthetic samples an arm uses are the *first* n of each class in the pool, so the sweep is nested (x1 is
-part of x2, ...): the curve then shows the effect of adding samples, not of drawing different ones.
+Every arm uses the same validation patients and seeds, and a budget in *epochs of its own training set*
+(with a floor of steps), trained to convergence (:mod:`evaluation.training`). The pool samples an arm uses
+are the *first* n of each class, so the sweep is nested (x1 is part of x3, ...): the curve then shows the
+effect of adding samples, not of drawing different ones.
 """
 
 from __future__ import annotations
@@ -31,83 +36,114 @@ class ArmKind(StrEnum):
     REAL = "real"
     CLASSIC = "classic"
     CLASSIC_SYNTHETIC = "classic+synthetic"
+    CLASSIC_ORACLE = "classic+oracle"
     PRETRAIN_FINETUNE = "pretrain-finetune"
     SYNTHETIC_ONLY = "synthetic-only"
 
 
+class Pool(StrEnum):
+    """Where a stage's extra samples come from."""
+
+    NONE = ""
+    SYNTHETIC = "synthetic"
+    ORACLE = "oracle"
+
+
 BASELINE = ArmKind.REAL.value  # paired differences are against this arm
-# ... and, for the arms that use synthetic data, also against classic augmentation alone: the question
-# Frid-Adar et al. 2018 ask is what GAN samples add on top of classic augmentation.
+# ... and, for the arms that add data, also against classic augmentation alone: the question Frid-Adar
+# et al. 2018 ask is what GAN samples add on top of classic augmentation.
 CLASSIC_BASELINE = ArmKind.CLASSIC.value
+SYNTHETIC_KINDS = (ArmKind.CLASSIC_SYNTHETIC, ArmKind.PRETRAIN_FINETUNE, ArmKind.SYNTHETIC_ONLY)
+
+
+@dataclass(frozen=True)
+class StageBudget:
+    """A stage's budget: epochs of its own samples, at least ``min_steps`` optimiser steps."""
+
+    epochs: float
+    min_steps: int
 
 
 @dataclass(frozen=True)
 class StagePlan:
-    """One training stage: which samples, augmented or not, for at most ``max_steps`` steps.
+    """One training stage: which samples, augmented or not, and its budget.
 
     Attributes:
         name: "train", "pretrain" or "finetune".
         real: include the real training samples.
-        synthetic_per_class: take the first n synthetic samples of class c (index c).
+        pool: the pool the extra samples come from.
+        per_class: take the first n pool samples of class c (index c).
         augment: apply classic augmentation.
-        max_steps: step budget (early stopping may end it sooner).
+        epochs: budget in epochs of this stage's samples.
+        min_steps: floor of the budget.
     """
 
     name: str
     real: bool
-    synthetic_per_class: tuple[int, ...]
+    pool: Pool
+    per_class: tuple[int, ...]
     augment: bool
-    max_steps: int
+    epochs: float
+    min_steps: int
 
 
 @dataclass(frozen=True)
 class Arm:
-    """An arm: a kind and, for the synthetic ones, how much synthetic data."""
+    """An arm: a kind and, for the arms that add samples, how many per real sample."""
 
     name: str
     kind: ArmKind
-    ratio: float = 0.0  # synthetic samples per real sample, per class
+    ratio: float = 0.0  # pool samples per real sample, per class
 
     @property
     def uses_synthetic(self) -> bool:
-        return self.kind in (ArmKind.CLASSIC_SYNTHETIC, ArmKind.PRETRAIN_FINETUNE, ArmKind.SYNTHETIC_ONLY)
+        return self.kind in SYNTHETIC_KINDS
 
-    def stages(self, real_counts: Sequence[int], *, max_steps: int, pretrain_steps: int, pretrain_per_class: Sequence[int]) -> tuple[StagePlan, ...]:
+    def stages(self, real_counts: Sequence[int], *, train: StageBudget, pretrain: StageBudget, pretrain_per_class: Sequence[int]) -> tuple[StagePlan, ...]:
         """The training stages of this arm.
 
         Args:
             real_counts: real training samples per class (after the validation split).
-            max_steps: step budget of a training (or fine-tuning) stage.
-            pretrain_steps: step budget of the pretraining stage.
+            train: budget of a training (or fine-tuning) stage.
+            pretrain: budget of the synthetic pretraining stage (and of synthetic-only training on the same samples).
             pretrain_per_class: synthetic samples per class for pretraining.
         """
         none = (0,) * len(real_counts)
         scaled = tuple(round(self.ratio * count) for count in real_counts)
+
+        def stage(name: str, real: bool, pool: Pool, per_class: tuple[int, ...], augment: bool, budget: StageBudget) -> StagePlan:
+            return StagePlan(name, real, pool, per_class, augment, budget.epochs, budget.min_steps)
+
         if self.kind is ArmKind.REAL:
-            return (StagePlan("train", True, none, False, max_steps),)
+            return (stage("train", True, Pool.NONE, none, False, train),)
         if self.kind is ArmKind.CLASSIC:
-            return (StagePlan("train", True, none, True, max_steps),)
+            return (stage("train", True, Pool.NONE, none, True, train),)
         if self.kind is ArmKind.CLASSIC_SYNTHETIC:
-            return (StagePlan("train", True, scaled, True, max_steps),)
+            return (stage("train", True, Pool.SYNTHETIC, scaled, True, train),)
+        if self.kind is ArmKind.CLASSIC_ORACLE:
+            return (stage("train", True, Pool.ORACLE, scaled, True, train),)
         if self.kind is ArmKind.PRETRAIN_FINETUNE:
             return (
-                StagePlan("pretrain", False, tuple(pretrain_per_class), False, pretrain_steps),
-                StagePlan("finetune", True, none, True, max_steps),
+                stage("pretrain", False, Pool.SYNTHETIC, tuple(pretrain_per_class), False, pretrain),
+                stage("finetune", True, Pool.NONE, none, True, train),
             )
-        return (StagePlan("train", False, scaled, False, max_steps),)
+        # synthetic-only: when it trains on the pretraining's samples it is that stage (one computation)
+        same = scaled == tuple(pretrain_per_class)
+        return (stage("pretrain" if same else "train", False, Pool.SYNTHETIC, scaled, False, pretrain if same else train),)
 
 
-def _ratio_label(ratio: float) -> str:
+def ratio_label(ratio: float) -> str:
     return f"x{ratio:g}"
 
 
-def expand_arms(names: Sequence[str], sweep: Sequence[float], synthetic_only_ratio: float) -> list[Arm]:
-    """The arms named in a recipe, with ``classic+synthetic`` expanded into one arm per sweep ratio.
+def expand_arms(names: Sequence[str], sweep: Sequence[float], synthetic_only_ratio: float, oracle_sweep: Sequence[float] = ()) -> list[Arm]:
+    """The arms named in a recipe, with ``classic+synthetic`` and ``classic+oracle`` expanded per ratio.
 
     Args:
         names: arm kinds, in the order the report lists them.
         sweep: synthetic-per-real ratios of the ``classic+synthetic`` arms.
         synthetic_only_ratio: synthetic-per-real ratio of the TSTR arm (0: the largest sweep ratio).
+        oracle_sweep: ratios of the ``classic+oracle`` arms (empty: the synthetic sweep's).
 
     Returns:
         The arms; the ``real`` arm (when present) first, since paired differences are taken against it.
@@ -116,7 +152,9 @@ def expand_arms(names: Sequence[str], sweep: Sequence[float], synthetic_only_rat
     for name in names:
         kind = ArmKind(look_up_option(name, [k.value for k in ArmKind], "arm"))
         if kind is ArmKind.CLASSIC_SYNTHETIC:
-            arms += [Arm(f"{kind.value} {_ratio_label(r)}", kind, float(r)) for r in sorted(sweep)]
+            arms += [Arm(f"{kind.value} {ratio_label(r)}", kind, float(r)) for r in sorted(sweep)]
+        elif kind is ArmKind.CLASSIC_ORACLE:
+            arms += [Arm(f"{kind.value} {ratio_label(r)}", kind, float(r)) for r in sorted(oracle_sweep or sweep)]
         elif kind is ArmKind.SYNTHETIC_ONLY:
             arms.append(Arm(kind.value, kind, float(synthetic_only_ratio or max(sweep))))
         else:

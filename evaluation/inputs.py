@@ -185,6 +185,7 @@ class SyntheticData:
     model_path: Path | None = None
     generate_counts: tuple[int, ...] = ()
     generated: bool = False
+    validation_check: dict[str, Any] = field(default_factory=dict)  # did the generator see validation patients?
     info: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -334,3 +335,47 @@ def describe_file(path: Path, role: str, sha256: str | None = None) -> dict[str,
         "hu_window": list(info.hu_window),
         "provenance": stored_provenance(info.provenance),
     }
+
+
+# ----------------------------------------------------------------------------------------- oracle ----
+
+
+def oracle_train_size(cohort_name: str, needed_per_class: Sequence[int]) -> int:
+    """The smallest train size whose class split (the cohort's proportions) holds ``needed_per_class``."""
+    from augmentor.simulate.cohorts import LESION_COHORTS, split_counts
+
+    weights = LESION_COHORTS[cohort_name].train_counts
+    size = max(1, sum(needed_per_class))
+    while any(have < need for have, need in zip(split_counts(size, weights), needed_per_class, strict=True)):
+        size += 1
+    return size
+
+
+def build_or_reuse_oracle(options: DataSection, oracle_seed: int, needed_per_class: Sequence[int], staging: Path, progress: bool) -> tuple[Path, dict[str, Any]]:
+    """Real lesions of new virtual patients for the oracle arms: the cohort's train split at ``oracle_seed``.
+
+    Built next to ``data.cohort_dir`` (``<cohort_dir>-oracle-seed<seed>``, reused while it matches) or
+    inside the report folder.
+
+    Returns:
+        The oracle file (its train split) and a record for the report.
+    """
+    from augmentor.simulate.cohorts import SIMULATOR_VERSION, build_cohort
+
+    size = oracle_train_size(options.cohort, needed_per_class)
+    directory = Path(f"{options.cohort_dir}-oracle-seed{oracle_seed}") if options.cohort_dir else staging / "inputs" / "oracle"
+    path = directory / "train.h5"
+    reuse = False
+    if path.exists():
+        provenance = read_info(path).provenance
+        details = provenance.get("details", {}) or {}
+        reuse = (
+            details.get("cohort") == options.cohort
+            and provenance.get("seed") == oracle_seed
+            and details.get("simulator_version") == SIMULATOR_VERSION
+            and int(details.get("train_size") or 0) >= size
+        )
+    if not reuse:
+        build_cohort(options.cohort, directory, seed=oracle_seed, train_size=size, test_size=1, overwrite=True, progress=progress)
+    record = {"cohort": options.cohort, "seed": oracle_seed, "lesions": read_info(path).num_samples, "dir": str(directory), "built": not reuse}
+    return path, record

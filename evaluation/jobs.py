@@ -1,38 +1,50 @@
-"""(arm, seed) jobs: build the arm's data and network, train, predict on the test set once.
+"""(arm, seed) jobs: gather the arm's samples, train, predict on the test set once; cached by content.
 
-A job is a picklable description (file paths, indices, settings), so jobs run in this process or in a pool
-of worker processes alike, with the same result: everything random in a job derives from its seed (the
-network's initialisation, dropout, batch order and augmentation), never from which process runs it or what
-ran there before. Each process opens the data files once and keeps them in memory (small files) or reads
-them lazily (large synthetic pools).
+A job is a picklable description (file paths and hashes, indices, settings), so jobs run in this process
+or in a pool of worker processes alike, with the same result: everything random in a job derives from its
+seed (the network's initialisation, dropout, batch order and augmentation), never from which process runs
+it or what ran there before.
+
+Each finished job is stored in the cache folder under a hash of everything that determines it (the
+evaluation code's version, the data files' hashes and the indices used, the stages, networks, settings and
+seed). A killed run, or one extended with more seeds or ratios, recomputes only what is new. Results are
+stored as JSON (logs) and ``.npz`` without pickles (outputs, and the weights of a kept network).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from augmentor.data.dataset import H5Dataset
-from evaluation.arms import Arm, StagePlan
-from evaluation.augmentation import classic_augmentation
+from augmentor.data.reader import H5File
+from evaluation.arms import Arm, Pool, StagePlan
 from evaluation.metrics import segmentation_per_sample
 from evaluation.models import build_classifier, build_segmenter
 from evaluation.recipe import AugmentationSection, ClassifierSection, SegmenterSection
-from evaluation.training import Task, TrainingStage, TrainSettings, TransformedDataset, predict, train_network
+from evaluation.training import Samples, Task, TrainingStage, TrainSettings, predict, train_network
 
-# Files that decode to more than this are read from disk per batch rather than held in memory (60 000
-# 64x64 lesions with masks decode to ~740 MB; one copy per worker process would add up).
+# Bump when a change to the training, data or metric code changes what a job computes: cached results
+# of older versions are then ignored.
+JOB_VERSION = "jobs-2"
+
+# Files that decode to more than this are read from disk for the indices a job needs rather than held in
+# memory whole (60 000 64x64 lesions with masks decode to ~740 MB; one copy per worker process adds up).
 IN_MEMORY_LIMIT_BYTES = 512 << 20
+
+NetworkFactory = Callable[[int, int, int], torch.nn.Module]  # (in_channels, num_classes, image_size) -> network
 
 
 @dataclass(frozen=True)
@@ -43,36 +55,52 @@ class DataPlan:
         train_paths: the real train files (one dataset, in order).
         test_paths: the real test files.
         pool_paths: the synthetic files (one pool, in order); empty when there is none.
+        oracle_paths: real lesions of new virtual patients (simulated cohorts); empty when there is none.
         window: (low, high) HU window that maps every file to [-1, 1] (the real train file's).
         train_indices: the real samples the networks train on (training patients).
         validation_indices: the real samples of the validation patients.
-        pool_by_class: for class c, the pool positions of its samples in order.
+        pool_by_class: for class c, the synthetic pool positions of its samples in order.
+        oracle_by_class: for class c, the oracle pool positions of its samples in order.
         image_size: height = width.
         in_channels: image channels.
         num_classes: classes.
         num_labels: mask labels including background.
         structure_names: names of mask labels 1...
         spacing_mm: pixel spacing of the test data.
+        file_hashes: SHA-256 of every file above, by path (the cache key's data part).
     """
 
     train_paths: tuple[str, ...]
     test_paths: tuple[str, ...]
     pool_paths: tuple[str, ...]
+    oracle_paths: tuple[str, ...]
     window: tuple[float, float]
     train_indices: np.ndarray
     validation_indices: np.ndarray
     pool_by_class: tuple[np.ndarray, ...]
+    oracle_by_class: tuple[np.ndarray, ...]
     image_size: int
     in_channels: int
     num_classes: int
     num_labels: int
     structure_names: tuple[str, ...]
     spacing_mm: tuple[float, float]
+    file_hashes: dict[str, str] = field(default_factory=dict)
+
+    def pool(self, which: Pool) -> tuple[tuple[str, ...], tuple[np.ndarray, ...]]:
+        return (self.oracle_paths, self.oracle_by_class) if which is Pool.ORACLE else (self.pool_paths, self.pool_by_class)
 
 
 @dataclass(frozen=True)
 class Job:
-    """Train one network for one (task, arm, seed) and evaluate it on the test set."""
+    """Train one network for one (task, arm, seed) and evaluate it on the test set.
+
+    Attributes:
+        also_after_first_stage: an arm whose network *is* this job's network after its first stage (the
+            synthetic-only arm and the pretraining of pretrain-finetune); its test outputs are returned too.
+        network_factory: a user's network, ``(in_channels, num_classes, image_size) -> nn.Module``
+            (classification only; a module-level function, so that it pickles into worker processes).
+    """
 
     task: Task
     arm: Arm
@@ -85,29 +113,106 @@ class Job:
     settings: TrainSettings
     keep_network: bool = False  # return the trained weights (the fidelity feature network)
     evaluate_test: bool = True
+    also_after_first_stage: str = ""
+    network_factory: NetworkFactory | None = None
 
     @property
     def key(self) -> tuple[str, str, int]:
         return (self.task.value, self.arm.name, self.seed)
 
+    def content_hash(self) -> str:
+        """A hash of everything that determines the job's result."""
+        data = self.data
+        used: dict[str, Any] = {
+            "train": [data.file_hashes.get(p, p) for p in data.train_paths],
+            "train_indices": _array_hash(data.train_indices),
+            "validation_indices": _array_hash(data.validation_indices),
+            "test": [data.file_hashes.get(p, p) for p in data.test_paths] if self.evaluate_test else [],
+            "window": list(data.window),
+        }
+        for plan in self.stages:
+            if plan.pool is not Pool.NONE:
+                paths, by_class = data.pool(plan.pool)
+                used[f"pool:{plan.pool.value}"] = [data.file_hashes.get(p, p) for p in paths]
+                used[f"pool_indices:{plan.pool.value}"] = _array_hash(_chosen(by_class, plan.per_class))
+        factory = self.network_factory
+        description = {
+            "version": JOB_VERSION,
+            "task": self.task.value,
+            "seed": self.seed,
+            "stages": [{**asdict(plan), "pool": plan.pool.value} for plan in self.stages],
+            "data": used,
+            "classifier": asdict(self.classifier) if factory is None else f"{factory.__module__}.{factory.__qualname__}",
+            "segmenter": asdict(self.segmenter),
+            "augmentation": asdict(self.augmentation),
+            "settings": asdict(self.settings),
+            "keep_network": self.keep_network,
+            "evaluate_test": self.evaluate_test,
+            "also_after_first_stage": bool(self.also_after_first_stage),
+        }
+        return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()
+
 
 @dataclass
 class JobResult:
-    """What a job returns: test outputs, training logs and (when asked) the weights."""
+    """What a job returns: test outputs, training logs and (when asked) the weights.
+
+    ``first_stage_outputs`` holds the test outputs after the first stage (for ``also_after_first_stage``).
+    """
 
     key: tuple[str, str, int]
     outputs: dict[str, np.ndarray]  # "probabilities" (N, K) or per-sample segmentation metrics
     logs: list[dict[str, Any]]
     seconds: float
     state_dict: dict[str, torch.Tensor] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    first_stage_outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    cached: bool = False
 
 
+def _array_hash(values: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(values, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def _chosen(by_class: Sequence[np.ndarray], per_class: Sequence[int]) -> np.ndarray:
+    """The first n pool positions of each class, in pool order."""
+    parts = [positions[:count] for positions, count in zip(by_class, per_class, strict=True) if count]
+    return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
+
+# ----------------------------------------------------------------------------------------- data ----
+
+_FILES: dict[str, H5File] = {}
 _DATASETS: dict[tuple[tuple[str, ...], tuple[float, float]], H5Dataset] = {}
 
 
+def _file(path: str) -> H5File:
+    """A file opened once per process (and held in memory when it is small)."""
+    if path not in _FILES:
+        file = H5File(path)
+        if file.decoded_bytes <= IN_MEMORY_LIMIT_BYTES:
+            file.load()
+        _FILES[path] = file
+    return _FILES[path]
+
+
+def read_samples(paths: Sequence[str], indices: np.ndarray, window: tuple[float, float]) -> Samples:
+    """Samples at ``indices`` of the concatenated files, in that order, as tensors."""
+    files = [_file(p) for p in paths]
+    offsets = np.cumsum([0] + [len(f) for f in files])
+    indices = np.asarray(indices, dtype=np.int64)
+    channels, height, width = files[0].info.image_shape
+    images = np.zeros((indices.size, channels, height, width), np.int16)
+    masks = np.zeros((indices.size, height, width), np.uint8)
+    labels = np.zeros(indices.size, np.int64)
+    for k, file in enumerate(files):
+        inside = (indices >= offsets[k]) & (indices < offsets[k + 1])
+        if inside.any():
+            images[inside], masks[inside], labels[inside] = file.read(indices[inside] - offsets[k])
+    return Samples(torch.from_numpy(images), torch.from_numpy(masks), torch.from_numpy(labels), (float(window[0]), float(window[1])))
+
+
 def open_dataset(paths: Sequence[str], window: tuple[float, float]) -> H5Dataset:
-    """The files as one dataset, opened once per process (held in memory up to ``IN_MEMORY_LIMIT_BYTES``)."""
+    """The files as one dataset, opened once per process (for the audits, which read images by index)."""
     key = (tuple(paths), (float(window[0]), float(window[1])))
     if key not in _DATASETS:
         dataset = H5Dataset(list(paths), window=window, cache=False)
@@ -120,16 +225,30 @@ def open_dataset(paths: Sequence[str], window: tuple[float, float]) -> H5Dataset
 
 
 def forget_datasets() -> None:
-    """Close and drop the datasets this process holds (the files may then be moved or deleted)."""
+    """Close and drop the files this process holds (the files may then be moved or deleted)."""
     for dataset in _DATASETS.values():
         for file in dataset.files:
             file.close()
+    for file in _FILES.values():
+        file.close()
     _DATASETS.clear()
+    _FILES.clear()
+
+
+def stage_samples(plan: StagePlan, data: DataPlan) -> Samples:
+    """The samples of one stage: real training samples and/or the first n pool samples per class."""
+    parts: list[Samples] = []
+    if plan.real:
+        parts.append(read_samples(data.train_paths, data.train_indices, data.window))
+    if plan.pool is not Pool.NONE and any(plan.per_class):
+        paths, by_class = data.pool(plan.pool)
+        parts.append(read_samples(paths, _chosen(by_class, plan.per_class), data.window))
+    return Samples.concatenate(parts)
 
 
 @contextmanager
 def plain_tensors() -> Iterator[None]:
-    """MONAI transforms return plain tensors inside (no MetaTensor bookkeeping: 6x faster on 64x64 patches)."""
+    """MONAI code returns plain tensors inside (no MetaTensor bookkeeping)."""
     from monai.data import get_track_meta, set_track_meta
 
     previous = get_track_meta()
@@ -140,23 +259,13 @@ def plain_tensors() -> Iterator[None]:
         set_track_meta(previous)
 
 
-def stage_dataset(plan: StagePlan, data: DataPlan, transform: Any) -> Dataset[dict[str, Any]]:
-    """The samples of one stage: real training samples and/or the first n synthetic samples per class."""
-    parts: list[Dataset[dict[str, Any]]] = []
-    if plan.real:
-        parts.append(Subset(open_dataset(data.train_paths, data.window), data.train_indices.tolist()))
-    if any(plan.synthetic_per_class):
-        chosen = np.sort(np.concatenate([positions[:count] for positions, count in zip(data.pool_by_class, plan.synthetic_per_class, strict=True)]))
-        parts.append(Subset(open_dataset(data.pool_paths, data.window), chosen.tolist()))
-    dataset: Dataset[dict[str, Any]] = parts[0] if len(parts) == 1 else ConcatDataset(parts)
-    return TransformedDataset(dataset, transform) if plan.augment else dataset
-
-
 def build_network(job: Job) -> torch.nn.Module:
     """The job's network, initialised from its seed (the same initial weights in every arm for a seed)."""
     torch.manual_seed(job.seed)
     data = job.data
     if job.task is Task.CLASSIFICATION:
+        if job.network_factory is not None:
+            return job.network_factory(data.in_channels, data.num_classes, data.image_size)
         return build_classifier(
             job.classifier.network, in_channels=data.in_channels, num_classes=data.num_classes, image_size=data.image_size, options=job.classifier
         )
@@ -165,57 +274,128 @@ def build_network(job: Job) -> torch.nn.Module:
     )
 
 
+def _test_outputs(network: torch.nn.Module, job: Job, test: Samples) -> dict[str, np.ndarray]:
+    predicted = predict(network, test, job.task)
+    if job.task is Task.CLASSIFICATION:
+        return {"probabilities": predicted.astype(np.float32)}
+    data = job.data
+    return segmentation_per_sample(predicted, test.masks.numpy(), data.num_labels, data.spacing_mm, data.structure_names)
+
+
 def run_job(job: Job) -> JobResult:
     """Train, early-stop and test one network (see the module docstring)."""
+    from evaluation.batch_augmentation import BatchAugmentation
+
     started = time.perf_counter()
     data = job.data
     with plain_tensors():
-        transform = classic_augmentation(job.augmentation, data.image_size)
-        transform.set_random_state(seed=int(np.random.SeedSequence([job.seed, 0xA06]).generate_state(1)[0]))
+        augment = BatchAugmentation(job.augmentation, data.image_size)
         network = build_network(job)
-        stages = [TrainingStage(plan.name, stage_dataset(plan, data, transform), plan.max_steps) for plan in job.stages]
-        validation = Subset(open_dataset(data.train_paths, data.window), data.validation_indices.tolist())
-        logs = train_network(network, stages, validation, job.task, job.settings, job.seed)
-        outputs: dict[str, np.ndarray] = {}
-        if job.evaluate_test:
-            test = open_dataset(data.test_paths, data.window)
-            predicted = predict(network, test, job.task)
-            if job.task is Task.CLASSIFICATION:
-                outputs["probabilities"] = predicted.astype(np.float32)
-            else:
-                truth = np.concatenate([file.read(np.arange(len(file)))[1] for file in test.files])
-                outputs = segmentation_per_sample(predicted, truth, data.num_labels, data.spacing_mm, data.structure_names)
+        stages = [TrainingStage(plan.name, stage_samples(plan, data), plan.epochs, plan.min_steps, plan.augment) for plan in job.stages]
+        validation = read_samples(data.train_paths, data.validation_indices, data.window)
+        test = read_samples(data.test_paths, np.arange(sum(len(_file(p)) for p in data.test_paths)), data.window) if job.evaluate_test else None
+        first_outputs: dict[str, np.ndarray] = {}
+        logs = train_network(network, stages[:1], validation, job.task, job.settings, job.seed, augment)
+        if job.also_after_first_stage and test is not None:
+            first_outputs = _test_outputs(network, job, test)
+        if len(stages) > 1:
+            logs += train_network(network, stages[1:], validation, job.task, job.settings, job.seed, augment, first_index=1)
+        outputs = _test_outputs(network, job, test) if test is not None else {}
     state = {k: v.detach().clone() for k, v in network.state_dict().items()} if job.keep_network else None
-    return JobResult(job.key, outputs, [log.to_dict() for log in logs], time.perf_counter() - started, state)
+    return JobResult(job.key, outputs, [log.to_dict() for log in logs], time.perf_counter() - started, state, first_outputs)
+
+
+# ---------------------------------------------------------------------------------------- cache ----
+
+
+def _cache_files(folder: Path, digest: str) -> tuple[Path, Path]:
+    return folder / f"{digest}.json", folder / f"{digest}.npz"
+
+
+def load_cached(folder: Path | None, job: Job) -> JobResult | None:
+    """The stored result of an identical job, or None."""
+    if folder is None:
+        return None
+    meta_path, array_path = _cache_files(folder, job.content_hash())
+    if not (meta_path.exists() and array_path.exists()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        with np.load(array_path, allow_pickle=False) as arrays:
+            stored = {name: arrays[name] for name in arrays.files}
+    except (OSError, ValueError):
+        return None  # a damaged entry is recomputed
+    outputs = {name[len("out/") :]: value for name, value in stored.items() if name.startswith("out/")}
+    first = {name[len("first/") :]: value for name, value in stored.items() if name.startswith("first/")}
+    weights = {name[len("weights/") :]: torch.from_numpy(value.copy()) for name, value in stored.items() if name.startswith("weights/")}
+    return JobResult(job.key, outputs, meta["logs"], float(meta["seconds"]), weights or None, first, cached=True)
+
+
+def store(folder: Path | None, job: Job, result: JobResult) -> None:
+    """Store a result atomically (write aside, then rename)."""
+    if folder is None:
+        return
+    from augmentor.data.writer import temporary_path
+
+    folder.mkdir(parents=True, exist_ok=True)
+    meta_path, array_path = _cache_files(folder, job.content_hash())
+    arrays = {f"out/{k}": v for k, v in result.outputs.items()}
+    arrays.update({f"first/{k}": v for k, v in result.first_stage_outputs.items()})
+    if result.state_dict is not None:
+        arrays.update({f"weights/{k}": v.numpy() for k, v in result.state_dict.items()})
+    temporary = temporary_path(array_path)
+    with open(temporary, "wb") as stream:
+        np.savez(stream, allow_pickle=False, **arrays)
+    os.replace(temporary, array_path)
+    temporary = temporary_path(meta_path)
+    temporary.write_text(json.dumps({"key": list(job.key), "logs": result.logs, "seconds": result.seconds}))
+    os.replace(temporary, meta_path)
+
+
+# ------------------------------------------------------------------------------------------ run ----
 
 
 def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def run_jobs(jobs: Sequence[Job], workers: int, advance: Any) -> dict[tuple[str, str, int], JobResult]:
-    """Run every job, in this process (``workers`` = 1) or in a pool of spawned processes.
+def run_jobs(jobs: Sequence[Job], workers: int, advance: Any, cache: Path | None = None) -> dict[tuple[str, str, int], JobResult]:
+    """Run every job not already in ``cache``, in this process (``workers`` = 1) or in a pool of spawned processes.
 
     Args:
         jobs: the jobs.
         workers: processes; each gets ``cores // workers`` torch threads (at least 1).
         advance: called once per finished job (a progress bar).
+        cache: folder of stored results (None: no cache).
 
     Returns:
         ``{job.key: result}``.
     """
     results: dict[tuple[str, str, int], JobResult] = {}
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
+    pending: list[Job] = []
+    for job in jobs:
+        cached = load_cached(cache, job)
+        if cached is None:
+            pending.append(job)
+        else:
+            results[job.key] = cached
+            advance()
+    if workers <= 1 or len(pending) <= 1:
+        for job in pending:
             results[job.key] = run_job(job)
+            store(cache, job, results[job.key])
             advance()
         return results
     threads = max(1, (os.cpu_count() or 1) // workers)
+    # Longest jobs first (the most samples), so a pool does not end waiting on one long job.
+    pending.sort(key=lambda job: -sum(plan.epochs * (sum(plan.per_class) + 1000 * plan.real) for plan in job.stages))
+    by_key = {job.key: job for job in pending}
     # spawn, not fork: the parent has started torch's thread pools, which do not survive a fork safely.
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_worker_init, initargs=(threads,)) as pool:
-        futures = [pool.submit(run_job, job) for job in jobs]
+        futures = [pool.submit(run_job, job) for job in pending]
         for future in as_completed(futures):
             result = future.result()
             results[result.key] = result
+            store(cache, by_key[result.key], result)
             advance()
     return results

@@ -207,3 +207,36 @@ def check_synthetic(
 def real_file(path: Path) -> RealFile:
     """Hash a real file and read its patient ids."""
     return RealFile(path=path, sha256=sha256_file(path), patient_ids=_patient_ids_of(path))
+
+
+def check_validation_unseen(checks: Sequence[SyntheticCheck], validation_patients: Sequence[str], *, allow: bool) -> dict[str, Any]:
+    """Refuse a generator that was trained on validation patients (unless ``allow``).
+
+    The validation patients early-stop and select every arm's network. A generator trained on them
+    carries their lesions into the synthetic arms, which then choose checkpoints on patients they have,
+    in effect, trained on -- an advantage the real arms do not have.
+
+    Returns:
+        ``{"status": "unseen" | "seen (allowed)" | "unknown", "patients": k, "detail": ...}`` for the report.
+
+    Raises:
+        LeakageError: a generator's training patients include validation patients and ``allow`` is False.
+    """
+    validation = frozenset(validation_patients)
+    seen: set[str] = set()
+    unknown = []
+    for check in checks:
+        if check.gan_training_patients is None:
+            unknown.append(stored_path(check.source))
+        else:
+            seen |= check.gan_training_patients & validation
+    if seen and not allow:
+        raise LeakageError(
+            f"the generator was trained on {len(seen)} of the {len(validation)} validation patients ({_example(seen)}), which early-stop "
+            "every arm; train it on the split's training patients, or set synthetic.allow_generator_saw_validation=true to accept it (the report says so)"
+        )
+    if seen:
+        return {"status": "seen (allowed)", "patients": len(seen), "detail": f"the generator was trained on {len(seen)} of {len(validation)} validation patients"}
+    if unknown:
+        return {"status": "unknown", "patients": 0, "detail": f"training patients of {', '.join(unknown)} unknown"}
+    return {"status": "unseen", "patients": 0, "detail": "the generator saw none of the validation patients"}

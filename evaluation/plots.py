@@ -56,32 +56,40 @@ def forest_plot(section: Mapping[str, Any], metric_names: Sequence[str], confide
 
 
 def sweep_curve(section: Mapping[str, Any], metric_names: Sequence[str]) -> bytes | None:
-    """Metric vs amount of synthetic data (the classic arm is x0), with the real-only arm as a band."""
-    sweep = [arm for arm in section["arms"] if arm["kind"] == "classic+synthetic"]
-    if not sweep:
+    """Metric vs amount of added data (the classic arm is x0): synthetic and, where run, oracle (real lesions of
+    new patients, the ceiling), with the real-only arm as a band."""
+    curves = [
+        (kind, label, colour, sorted([arm for arm in section["arms"] if arm["kind"] == kind], key=lambda a: a["ratio"]))
+        for kind, label, colour in (("classic+synthetic", "classic + synthetic", "#2ca02c"), ("classic+oracle", "classic + oracle (new patients)", "#9467bd"))
+    ]
+    curves = [curve for curve in curves if curve[3]]
+    if not curves:
         return None
     by_name = section["metrics"]
-    points = [(0.0, "classic")] if "classic" in by_name else []
-    points += [(arm["ratio"], arm["name"]) for arm in sorted(sweep, key=lambda a: a["ratio"])]
     figure = Figure(figsize=(3.2 * len(metric_names), 3.0))
     axes = figure.subplots(1, len(metric_names), squeeze=False)[0]
     for axis, metric in zip(axes, metric_names, strict=True):
-        xs = [x for x, name in points if by_name[name][metric]["estimate"] is not None]
-        values = [by_name[name][metric] for _, name in points if by_name[name][metric]["estimate"] is not None]
-        if not values:
-            continue
-        estimates = np.array([v["estimate"] for v in values])
-        lows = np.array([v["low"] if v["low"] is not None else v["estimate"] for v in values])
-        highs = np.array([v["high"] if v["high"] is not None else v["estimate"] for v in values])
-        axis.errorbar(xs, estimates, yerr=[estimates - lows, highs - estimates], fmt="o-", capsize=3, color="#2ca02c", label="classic + synthetic")
+        ticks: set[float] = set()
+        for _, label, colour, sweep in curves:
+            points = [(0.0, "classic")] if "classic" in by_name else []
+            points += [(arm["ratio"], arm["name"]) for arm in sweep]
+            xs = [x for x, name in points if by_name[name][metric]["estimate"] is not None]
+            values = [by_name[name][metric] for _, name in points if by_name[name][metric]["estimate"] is not None]
+            if not values:
+                continue
+            ticks |= set(xs)
+            estimates = np.array([v["estimate"] for v in values])
+            lows = np.array([v["low"] if v["low"] is not None else v["estimate"] for v in values])
+            highs = np.array([v["high"] if v["high"] is not None else v["estimate"] for v in values])
+            axis.errorbar(xs, estimates, yerr=[estimates - lows, highs - estimates], fmt="o-", capsize=3, color=colour, label=label)
         if "real" in by_name and by_name["real"][metric]["estimate"] is not None:
             real = by_name["real"][metric]
             axis.axhline(real["estimate"], color="#1f77b4", linewidth=1, label="real only")
             if real["low"] is not None:
                 axis.axhspan(real["low"], real["high"], color="#1f77b4", alpha=0.12)
         axis.set_xscale("symlog", linthresh=1.0)
-        axis.set_xticks(xs, [f"×{x:g}" for x in xs], fontsize=8)
-        axis.set_xlabel("synthetic per real sample (per class)", fontsize=8)
+        axis.set_xticks(sorted(ticks), [f"×{x:g}" for x in sorted(ticks)], fontsize=8)
+        axis.set_xlabel("added per real sample (per class)", fontsize=8)
         axis.set_title(_label(metric), fontsize=9)
         axis.tick_params(axis="y", labelsize=8)
     axes[0].legend(fontsize=7)

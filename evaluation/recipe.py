@@ -13,14 +13,15 @@ A recipe file::
     [synthetic]                   # synthetic files, or a model the arms' samples are generated from
     model = "frid-adar-liver"
 
-    [arms]                        # (a) real (b) classic (c) classic+synthetic sweep (d) pretrain (e) TSTR
-    classification = ["real", "classic", "classic+synthetic", "pretrain-finetune", "synthetic-only"]
-    sweep = [1, 2, 5, 10]         # synthetic samples per real sample, per class
+    [arms]                        # (a) real (b) classic (c) classic+synthetic sweep (o) oracle (d) pretrain (e) TSTR
+    classification = ["real", "classic", "classic+synthetic", "classic+oracle", "pretrain-finetune", "synthetic-only"]
+    sweep = [1, 3, 10]            # synthetic samples per real sample, per class
     segmentation = ["real", "classic", "classic+synthetic"]
 
     [train]
     seeds = [0, 1, 2, 3, 4]
-    max_steps = 300
+    epochs = 150                  # budget in epochs of each arm's own training set ...
+    min_steps = 400               # ... and at least this many steps; early stopping usually ends sooner
 
 Values left out take the defaults below. Relative paths are relative to the working directory.
 The resolved recipe is stored in the report.
@@ -38,7 +39,7 @@ from augmentor.recipes import register_recipe_kind
 ClassifierName = Literal[
     "frid-adar-cnn", "densenet121", "densenet169", "resnet10", "resnet18", "resnet34", "resnet50", "efficientnet-b0"
 ]
-ArmName = Literal["real", "classic", "classic+synthetic", "pretrain-finetune", "synthetic-only"]
+ArmName = Literal["real", "classic", "classic+synthetic", "classic+oracle", "pretrain-finetune", "synthetic-only"]
 CohortName = Literal["", "liver-lesions", "lung-nodules"]
 
 
@@ -77,6 +78,10 @@ class SyntheticSection:
     seed: int = 0  # generation seed: sample i of class c depends only on (model, c, seed, i)
     pool: str = ""  # where generated samples are written and reused; "": inside the report folder
     allow_unverified: bool = False  # accept synthetic data whose provenance cannot rule out test patients
+    # Accept a generator that was trained on (some of) the validation patients that early-stop the arms.
+    # The synthetic arms then select their checkpoints on patients the generator saw, an advantage the
+    # real arms lack; the report says so in red.
+    allow_generator_saw_validation: bool = False
     batch_size: int = 1024
     device: str = "cpu"
 
@@ -99,6 +104,12 @@ class ArmsSection:
     synthetic_only_ratio: float = 0.0  # synthetic per real sample for TSTR; 0: max(sweep)
     segmentation: tuple[ArmName, ...] = ()  # empty: no segmentation arms
     segmentation_sweep: tuple[float, ...] = (1.0,)
+    # The oracle arms (classic+oracle): real lesions of new virtual patients, simulated with this cohort
+    # seed (never the reported or the tuning cohort's), at these ratios (empty: the synthetic sweep's).
+    oracle_seed: int = 1000
+    oracle_sweep: tuple[float, ...] = ()
+    # The reference row: logistic regression on a few intensity, size and shape features of the lesion.
+    reference: bool = True
 
     def __post_init__(self) -> None:
         for name in ("classification", "segmentation"):
@@ -107,10 +118,12 @@ class ArmsSection:
                 raise ValueError(f"{name} lists an arm twice: {list(values)}")
         if not self.classification and not self.segmentation:
             raise ValueError("no arms: set arms.classification and/or arms.segmentation")
-        for name in ("sweep", "segmentation_sweep"):
+        for name in ("sweep", "segmentation_sweep", "oracle_sweep"):
             values = getattr(self, name)
-            if not values or any(v <= 0 for v in values) or len(set(values)) != len(values):
+            if (name != "oracle_sweep" and not values) or any(v <= 0 for v in values) or len(set(values)) != len(values):
                 raise ValueError(f"{name} must be distinct ratios > 0, got {list(values)}")
+        if self.oracle_seed < 0:
+            raise ValueError(f"oracle_seed must be >= 0, got {self.oracle_seed}")
         if self.pretrain_samples < 0:
             raise ValueError(f"pretrain_samples must be >= 0, got {self.pretrain_samples}")
         if self.synthetic_only_ratio < 0:
@@ -176,29 +189,50 @@ class SegmenterSection:
 
 @dataclass(frozen=True)
 class TrainSection:
-    """The downstream training loop (the same for every arm)."""
+    """The downstream training loop (the same for every arm): every stage trains to convergence.
+
+    A stage's budget is ``epochs`` passes over *its own* training set (at least ``min_steps`` steps);
+    early stopping on the smoothed validation loss (``patience`` checks without improvement, after
+    ``lr_patience`` checks the learning rate is multiplied by ``lr_factor``) normally ends it sooner.
+    A stage the budget ended is reported as budget-bound.
+    """
 
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     batch_size: int = 32
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
-    max_steps: int = 300  # per arm (and per fine-tuning stage): equal compute for every arm
-    pretrain_steps: int = 300  # synthetic pretraining stage of arm d
-    segmentation_steps: int = 300
+    epochs: float = 150.0  # training and fine-tuning stages
+    min_steps: int = 400
+    pretrain_epochs: float = 30.0  # synthetic pretraining (and synthetic-only training)
+    pretrain_min_steps: int = 400
+    segmentation_epochs: float = 100.0
+    segmentation_min_steps: int = 300
     eval_every: int = 20  # steps between validation checks
-    patience: int = 5  # validation checks without improvement before stopping
+    patience: int = 10  # validation checks without improvement before stopping
+    lr_patience: int = 5  # checks without improvement before the learning rate drops
+    lr_factor: float = 0.3
+    smoothing: float = 0.6  # moving average of the validation loss: weight of the past
+    criterion: Literal["brier", "loss"] = "brier"  # what early stopping watches (classification; segmentation: its loss)
     workers: int = 1  # processes training (arm, seed) jobs in parallel; 1: in this process
+    cache: str = "cache/evaluate"  # finished jobs, reused by an identical job; "": no cache
 
     def __post_init__(self) -> None:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
             raise ValueError(f"seeds must be distinct integers >= 0, got {list(self.seeds)}")
-        for name in ("batch_size", "max_steps", "pretrain_steps", "segmentation_steps", "eval_every", "patience", "workers"):
+        for name in ("batch_size", "min_steps", "pretrain_min_steps", "segmentation_min_steps", "eval_every", "patience", "lr_patience", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("epochs", "pretrain_epochs", "segmentation_epochs"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0.0 < self.learning_rate < 1.0:
             raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 < self.lr_factor <= 1.0:
+            raise ValueError(f"lr_factor must be in (0, 1], got {self.lr_factor}")
+        if not 0.0 <= self.smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing}")
 
 
 @dataclass(frozen=True)
@@ -285,3 +319,13 @@ class EvaluateRecipe:
         """Whether an arm trains on synthetic data (fidelity and memorisation run whenever there is some)."""
         uses = {"classic+synthetic", "pretrain-finetune", "synthetic-only"}
         return bool(uses & set(self.arms.classification + self.arms.segmentation))
+
+    @property
+    def needs_oracle(self) -> bool:
+        """Whether an arm trains on oracle lesions (new virtual patients: simulated cohorts only)."""
+        return bool(self.data.cohort) and "classic+oracle" in set(self.arms.classification + self.arms.segmentation)
+
+    def __post_init__(self) -> None:
+        # Real data (data.train / data.test) have no new patients to draw: their oracle arms are left out.
+        if self.needs_oracle and self.data.cohort and self.arms.oracle_seed == self.data.cohort_seed:
+            raise ValueError(f"arms.oracle_seed {self.arms.oracle_seed} equals data.cohort_seed: the oracle must be new patients")

@@ -33,7 +33,8 @@ FORMAT_VERSION = 1
 SECTIONS = (
     ("summary", "Summary"),
     ("headline", "Headline: classification"),
-    ("paired", "Paired differences vs real only"),
+    ("efficiency", "Augmentation efficiency"),
+    ("paired", "Paired differences"),
     ("sweep", "Amount of synthetic data"),
     ("roc", "ROC curves"),
     ("confusion", "Confusion matrices"),
@@ -110,17 +111,72 @@ def _metric_table(section: Mapping[str, Any], names: Sequence[str]) -> str:
 
 
 def _paired_table(section: Mapping[str, Any], names: Sequence[str]) -> str:
-    paired = section.get("paired_differences", {})
-    if not paired:
-        return "<p class='note'>No 'real' arm: no paired differences.</p>"
-    rows = [[arm, *(_format_difference(paired[arm][m]) for m in names)] for arm in paired if arm != "baseline"]
-    text = _table(["arm − real", *(f"Δ {m}" for m in names)], rows)
+    """Differences against classic augmentation first (the question a user asks), then against real only."""
+    text = ""
     versus_classic = section.get("paired_differences_vs_classic", {})
     if versus_classic:
         rows = [[arm, *(_format_difference(versus_classic[arm][m]) for m in names)] for arm in versus_classic if arm != "baseline"]
-        text += "<p>What the synthetic data add on top of classic augmentation:</p>"
+        text += "<p>What synthetic (and oracle) data add on top of classic augmentation:</p>"
         text += _table(["arm − classic", *(f"Δ {m}" for m in names)], rows)
+    paired = section.get("paired_differences", {})
+    if not paired:
+        return text + "<p class='note'>No 'real' arm: no paired differences against real only.</p>"
+    rows = [[arm, *(_format_difference(paired[arm][m]) for m in names)] for arm in paired if arm != "baseline"]
+    text += "<p>Against real only:</p>" + _table(["arm − real", *(f"Δ {m}" for m in names)], rows)
     return text
+
+
+def _format_efficiency(value: Mapping[str, Any] | None) -> str:
+    if not value:
+        return "–"
+    if not value.get("defined"):
+        return "undefined (oracle gain not significant)"
+    return f"{value['estimate']:.2f} [{value['low']:.2f}, {value['high']:.2f}]"
+
+
+def _efficiency_rows(section: Mapping[str, Any], names: Sequence[str]) -> list[list[str]]:
+    rows = []
+    for ratio, entry in section.get("efficiency", {}).items():
+        for name in names:
+            if name in entry:
+                value = entry[name]
+                rows.append([ratio, name, f"{value['synthetic_delta']:+.3f}" if value["synthetic_delta"] is not None else "–",
+                             f"{value['oracle_delta']:+.3f}" if value["oracle_delta"] is not None else "–", _format_efficiency(value)])
+    return rows
+
+
+def _efficiency_html(section: Mapping[str, Any]) -> str:
+    names = [m for m in section["headline_metrics"] if m not in section.get("lower_is_better", [])]
+    rows = _efficiency_rows(section, names)
+    if not rows:
+        return "<p class='note'>No oracle arms (they need a simulated cohort and the classic+oracle arm at the synthetic sweep's ratios).</p>"
+    return (
+        "<p>How much of the gain that <i>real</i> lesions of new patients give (the oracle: perfect synthetic data) the "
+        "generator's lesions capture, at the same count: efficiency = Δ(classic+synthetic) / Δ(classic+oracle), both "
+        "against classic augmentation, with a Fieller interval.</p>"
+        + _table(["ratio", "metric", "Δ synthetic", "Δ oracle", "efficiency [CI]"], rows)
+    )
+
+
+def _stage_text(stage: Mapping[str, Any]) -> str:
+    text = f"{stage['name']}: {stage['steps']} of {stage.get('budget_steps', '?')} steps (best {stage['best_step']}, val loss {stage['best_validation_loss']:.3f})"
+    return text + (" BUDGET-BOUND" if stage.get("budget_bound") else "")
+
+
+def _warnings(report: Mapping[str, Any]) -> list[str]:
+    """What a reader must know before trusting a delta (shown in red at the top)."""
+    warnings = []
+    for task in ("classification", "segmentation"):
+        section = report.get(task) or {}
+        for arm, seeds in (section.get("budget_bound") or {}).items():
+            warnings.append(f"{task}: arm '{arm}' was budget-bound for seed(s) {seeds}: its validation loss was still improving when its budget ended, so its numbers understate it")
+    seen = report.get("generator_saw_validation") or {}
+    if seen.get("status") == "seen (allowed)":
+        warnings.append(f"{seen['detail']}: the synthetic arms select their checkpoints on patients the generator was trained on (synthetic.allow_generator_saw_validation = true)")
+    for check in (report.get("leakage") or {}).get("synthetic", []):
+        if check.get("status") == "unverified":
+            warnings.append(f"synthetic data {check['source']}: leakage could not be ruled out ({check['reason']})")
+    return warnings
 
 
 def _fidelity_html(fidelity: Mapping[str, Any], report: Mapping[str, Any]) -> str:
@@ -207,16 +263,22 @@ def _provenance_html(report: Mapping[str, Any]) -> str:
 
 METHODS = """
 <p><b>Protocol.</b> Patient-level split: the validation patients (early stopping, model selection) are carved from the
-train patients; the test set is touched once per trained network. Every arm trains with the same validation split,
-the same seeds (a seed fixes the initial weights, dropout, batch order and augmentation) and the same step budget
-per stage. Arms: (a) real only; (b) real + classic augmentation (MONAI flips, rotation/scaling, elastic, intensity);
-(c) (b) + R synthetic samples per real sample of each class (nested sweep); (d) synthetic pretraining, then fine-tuning
-on the real data with classic augmentation (Onishi et al. 2019); (e) synthetic only, tested on real (TSTR).</p>
-<p><b>Uncertainty.</b> Intervals come from a hierarchical bootstrap that resamples test <i>patients</i> (cluster
-bootstrap) and seeds with replacement; the point estimate is the mean over seeds on the full test set. Paired
-differences use the same resamples for both arms (same seeds, same test samples); their two-sided p-value inverts the
-percentile interval (p &lt; 0.05 exactly when the 95 % interval excludes 0). p-values are not corrected for the
-number of arms and metrics compared.</p>
+train patients; the test set is touched once per trained network. Every arm trains with the same validation split and
+the same seeds (a seed fixes the initial weights, dropout, batch order and augmentation), to convergence: a budget in
+epochs of the arm's own training set (with a floor of steps), a learning rate that drops on plateaus, and early
+stopping on the smoothed validation loss; an arm whose budget ended it while it still improved is flagged
+budget-bound. Arms: (a) real only; (b) real + classic augmentation (flips, rotation/scaling, elastic, intensity, on
+whole batches); (c) (b) + R synthetic samples per real sample of each class (nested sweep); (o) (b) + R real lesions of
+new virtual patients per real sample (simulated cohorts: the oracle, what perfect synthetic data would add); (d)
+synthetic pretraining, then fine-tuning on the real data with classic augmentation (Onishi et al. 2019); (e) synthetic
+only, tested on real (TSTR). Reference row: logistic regression on hand-made lesion features.</p>
+<p><b>Uncertainty.</b> The point estimate is the mean over seeds on the full test set. Its interval combines the
+seed-to-seed variance (a t component with S − 1 degrees of freedom) with the test-patient variance from a cluster
+bootstrap over test <i>patients</i>. Paired differences are taken per seed and per test sample (the same resamples for
+both arms). The intervals are conditional on one training set, one validation split, one test set and one generator:
+they do not cover what another cohort of training patients or a retrained generator would give. p-values are not
+corrected for the number of arms and metrics compared. Augmentation efficiency Δ(synthetic)/Δ(oracle) has a Fieller
+interval and is undefined when the oracle's own gain is not significant.</p>
 <p><b>Metrics.</b> Sensitivity and specificity per class one-vs-rest (prediction = arg-max), macro averages, accuracy,
 ROC AUC one-vs-rest (scikit-learn); Dice and HD95 (MONAI; HD95 in mm; an empty prediction of a present
 structure, or a prediction of an absent one, scores the image diagonal, so a network cannot improve its HD95 by
@@ -231,27 +293,46 @@ th:first-child, td:first-child { text-align: left; }
 thead { background: #f2f2f2; }
 img { max-width: 100%; margin: 0.4em 0; }
 .note { color: #555; font-size: 0.85em; }
+.warning { color: #b00; font-weight: bold; }
 nav a { margin-right: 0.8em; font-size: 0.85em; }
 h2 { border-bottom: 1px solid #ddd; padding-top: 0.6em; }
 """
 
 
+def _verdict(difference: Mapping[str, Any], lower_is_better: bool = False) -> str:
+    low, high = difference.get("low"), difference.get("high")
+    better, worse = ("better", "worse") if not lower_is_better else ("worse", "better")
+    if low is not None and low > 0:
+        return better + " than"
+    if high is not None and high < 0:
+        return worse + " than"
+    return "not distinguishable from"
+
+
 def _summary(report: Mapping[str, Any]) -> str:
+    """Warnings in red, then each synthetic arm against classic augmentation with its efficiency, then vs real only."""
+    text = "".join(f"<p class='warning'>⚠ {html.escape(w)}</p>" for w in _warnings(report))
     lines = []
-    for task, metric in (("classification", "auc_macro"), ("classification", "accuracy"), ("segmentation", "dice_mean")):
+    for task, metric in (("classification", "sensitivity_macro"), ("classification", "specificity_macro"), ("segmentation", "dice_mean")):
         section = report.get(task)
-        if not section or not section.get("paired_differences"):
+        if not section:
             continue
-        paired = section["paired_differences"]
-        for arm, values in paired.items():
-            if arm == "baseline":
+        efficiency = {entry["synthetic_arm"]: entry.get(metric) for entry in section.get("efficiency", {}).values()}
+        for arm, values in (section.get("paired_differences_vs_classic") or {}).items():
+            if arm == "baseline" or metric not in values or values[metric]["estimate"] is None:
                 continue
             d = values[metric]
-            if d["estimate"] is None:
+            line = f"<li>{html.escape(task)} — <b>{html.escape(arm)}</b>: Δ {html.escape(metric)} {_format_difference(d)}: {_verdict(d)} classic augmentation"
+            if arm in efficiency:
+                line += f"; efficiency {_format_efficiency(efficiency[arm])}"
+            lines.append(line + ".</li>")
+    for task, metric in (("classification", "sensitivity_macro"), ("segmentation", "dice_mean")):
+        section = report.get(task)
+        for arm, values in ((section or {}).get("paired_differences") or {}).items():
+            if arm == "baseline" or metric not in values or values[metric]["estimate"] is None:
                 continue
-            verdict = "better than" if d["low"] is not None and d["low"] > 0 else "worse than" if d["high"] is not None and d["high"] < 0 else "not distinguishable from"
-            lines.append(f"<li>{html.escape(task)} — <b>{html.escape(arm)}</b>: {html.escape(metric)} {_format_difference(d)}: {verdict} real only.</li>")
-    return "<ul>" + "".join(lines) + "</ul>" if lines else "<p class='note'>No paired comparison (no 'real' arm).</p>"
+            lines.append(f"<li class='note'>{html.escape(task)} — {html.escape(arm)} vs real only: Δ {html.escape(metric)} {_format_difference(values[metric])}.</li>")
+    return text + ("<ul>" + "".join(lines) + "</ul>" if lines else "<p class='note'>No paired comparison.</p>")
 
 
 def render_html(report: Mapping[str, Any], figures: Mapping[str, np.ndarray]) -> str:
@@ -265,6 +346,12 @@ def render_html(report: Mapping[str, Any], figures: Mapping[str, np.ndarray]) ->
     if classification:
         headline = classification["headline_metrics"]
         parts["headline"] = _metric_table(classification, headline) + f"<p class='note'>Mean over seeds [{confidence:.0%} CI].</p>"
+        reference = classification.get("reference")
+        if reference:
+            parts["headline"] += f"<p>Reference: {html.escape(reference['name'])} ({html.escape(reference['note'])}).</p>" + _table(
+                ["reference", *headline], [[reference["name"], *(_format(reference["metrics"][m]) for m in headline)]]
+            )
+        parts["efficiency"] = _efficiency_html(classification)
         parts["paired"] = _paired_table(classification, headline) + _image(plots.forest_plot(classification, headline, confidence), "forest plot")
         parts["sweep"] = _image(plots.sweep_curve(classification, headline), "sweep curve")
         parts["roc"] = _image(plots.roc_curves(classification), "ROC curves") + "<p class='note'>Test predictions of all seeds pooled; legend: mean AUC over seeds.</p>"
@@ -309,7 +396,7 @@ def render_html(report: Mapping[str, Any], figures: Mapping[str, np.ndarray]) ->
         section = report.get(task)
         if section:
             rows_t = [
-                [arm, run["seed"], " → ".join(f"{s['name']}: {s['steps']} steps (best {s['best_step']}, val loss {s['best_validation_loss']:.3f})" for s in run["stages"]), f"{run['seconds']:.1f}"]
+                [arm, run["seed"], " → ".join(_stage_text(stage) for stage in run["stages"]), f"{run['seconds']:.1f}"]
                 for arm, runs in section["training"].items() for run in runs
             ]
             training_html += f"<h3>{task}</h3>" + _image(plots.training_curves(section), f"{task} validation curves") + _table(["arm", "seed", "stages", "seconds"], rows_t)
@@ -410,6 +497,14 @@ def print_headline(report_json_path: Path) -> None:
         for row in headline_rows(section):
             table.add_row(*row)
         console.print(table)
+        reference = section.get("reference")
+        if reference:
+            console.print(f"reference ({reference['name']}): " + ", ".join(f"{m} {_format(reference['metrics'][m])}" for m in section["headline_metrics"]))
+        names = [m for m in section["headline_metrics"] if m not in section.get("lower_is_better", [])]
+        for row in _efficiency_rows(section, names):
+            console.print(f"efficiency {row[0]} {row[1]}: Δ synthetic {row[2]}, Δ oracle {row[3]} -> {row[4]}")
+    for warning in _warnings(report):
+        console.print(f"[bold red]warning:[/bold red] {warning}")
     memorisation = report.get("memorisation", {})
     if "near_copies" in memorisation:
         console.print(f"memorisation: {memorisation['near_copies']} of {memorisation['synthetic_audited']} synthetic samples flagged as near-copies")

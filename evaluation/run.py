@@ -32,11 +32,23 @@ from augmentor.errors import AugmentorError, OutputExistsError
 from augmentor.progress import progress_bar
 from augmentor.recipes import load_recipe, to_dict
 from evaluation import bootstrap, metrics
-from evaluation.arms import BASELINE, CLASSIC_BASELINE, Arm, ArmKind, StagePlan, expand_arms, pretrain_counts
+from evaluation.arms import (
+    BASELINE,
+    CLASSIC_BASELINE,
+    SYNTHETIC_KINDS,
+    Arm,
+    ArmKind,
+    Pool,
+    StageBudget,
+    StagePlan,
+    expand_arms,
+    pretrain_counts,
+)
 from evaluation.inputs import (
     RealData,
     SyntheticData,
     build_or_reuse_cohort,
+    build_or_reuse_oracle,
     check_real,
     check_synthetic,
     cohort_paths,
@@ -51,6 +63,11 @@ from evaluation.training import Task, TrainSettings
 
 FEATURE_ARM = Arm("fidelity-features", ArmKind.CLASSIC)
 NOT_MEMORISED = "no synthetic data: memorisation audit skipped"
+STATISTICS_METHOD = (
+    "mean over seeds on the full test set; 95 % interval = t interval over seeds (S - 1 degrees of freedom) combined with the test-patient "
+    "variance the seeds share (cluster bootstrap over test patients: the covariance of different seeds' replicates), Welch-Satterthwaite "
+    "degrees of freedom; paired differences per seed with the same resamples for both arms; two-sided p-value from the same t statistic"
+)
 
 
 @dataclasses.dataclass
@@ -64,6 +81,8 @@ class Plan:
     stages: dict[tuple[str, str], tuple[StagePlan, ...]]
     synthetic_needed: tuple[int, ...]  # per class, what the arms use (given files must hold this many)
     synthetic_wanted: tuple[int, ...]  # per class, what a model generates (arms, fidelity and audit)
+    oracle_needed: tuple[int, ...]  # per class, oracle lesions the classic+oracle arms use
+    shared_first_stage: dict[str, str]  # task/arm name whose network is another arm's after its first stage -> that arm
 
 
 def _check_output(out: Path, overwrite: bool) -> None:
@@ -79,15 +98,34 @@ def _plan(recipe: EvaluateRecipe, real: RealData) -> Plan:
     train_labels = real.train_labels[split.train]
     real_counts = tuple(int((train_labels == c).sum()) for c in range(num_classes))
     arms_options = recipe.arms
-    classification = expand_arms(arms_options.classification, arms_options.sweep, arms_options.synthetic_only_ratio)
-    segmentation = expand_arms(arms_options.segmentation, arms_options.segmentation_sweep, arms_options.synthetic_only_ratio)
+    classification = expand_arms(arms_options.classification, arms_options.sweep, arms_options.synthetic_only_ratio, arms_options.oracle_sweep)
+    segmentation = expand_arms(arms_options.segmentation, arms_options.segmentation_sweep, arms_options.synthetic_only_ratio, arms_options.segmentation_sweep)
+    if not recipe.needs_oracle:  # real data: no new patients to draw, so no oracle arms
+        classification = [arm for arm in classification if arm.kind is not ArmKind.CLASSIC_ORACLE]
+        segmentation = [arm for arm in segmentation if arm.kind is not ArmKind.CLASSIC_ORACLE]
     pretrain = pretrain_counts(num_classes, arms_options.pretrain_samples, real_counts, arms_options.sweep)
     stages: dict[tuple[str, str], tuple[StagePlan, ...]] = {}
     train = recipe.train
-    for task, arms, steps in ((Task.CLASSIFICATION, classification, train.max_steps), (Task.SEGMENTATION, segmentation, train.segmentation_steps)):
+    pretrain_budget = StageBudget(train.pretrain_epochs, train.pretrain_min_steps)
+    budgets = (
+        (Task.CLASSIFICATION, classification, StageBudget(train.epochs, train.min_steps)),
+        (Task.SEGMENTATION, segmentation, StageBudget(train.segmentation_epochs, train.segmentation_min_steps)),
+    )
+    shared: dict[str, str] = {}
+    for task, arms, budget in budgets:
         for arm in arms:
-            stages[(task.value, arm.name)] = arm.stages(real_counts, max_steps=steps, pretrain_steps=train.pretrain_steps, pretrain_per_class=pretrain)
-    needed = tuple(max([0, *(plan.synthetic_per_class[c] for plans in stages.values() for plan in plans)]) for c in range(num_classes))
+            stages[(task.value, arm.name)] = arm.stages(real_counts, train=budget, pretrain=pretrain_budget, pretrain_per_class=pretrain)
+        # synthetic-only is pretrain-finetune's first stage when they train on the same samples: one computation.
+        names = {arm.kind: arm.name for arm in arms}
+        if ArmKind.SYNTHETIC_ONLY in names and ArmKind.PRETRAIN_FINETUNE in names:
+            only = stages[(task.value, names[ArmKind.SYNTHETIC_ONLY])]
+            if only[0] == stages[(task.value, names[ArmKind.PRETRAIN_FINETUNE])][0]:
+                shared[f"{task.value}/{names[ArmKind.SYNTHETIC_ONLY]}"] = names[ArmKind.PRETRAIN_FINETUNE]
+
+    def most(pool: Pool) -> tuple[int, ...]:
+        return tuple(max([0, *(plan.per_class[c] for plans in stages.values() for plan in plans if plan.pool is pool)]) for c in range(num_classes))
+
+    needed = most(Pool.SYNTHETIC)
     wanted = needed
     if recipe.fidelity.enabled:
         # enough for the fidelity comparison, which matches the test set's size per class
@@ -95,13 +133,19 @@ def _plan(recipe: EvaluateRecipe, real: RealData) -> Plan:
         wanted = tuple(max(n, min(recipe.fidelity.max_samples, t)) for n, t in zip(needed, test_counts, strict=True))
     elif recipe.memorisation.enabled:
         wanted = tuple(max(n, recipe.report.images_per_class) for n in needed)
-    return Plan(split, real_counts, classification, segmentation, stages, needed, wanted)
+    return Plan(split, real_counts, classification, segmentation, stages, needed, wanted, most(Pool.ORACLE), shared)
 
 
 def _check_synthetic(recipe: EvaluateRecipe, real: RealData, plan: Plan) -> SyntheticData | None:
     _precheck_synthetic(recipe)
     train_patients = [str(real.train_patients[i]) for i in plan.split.train]
     synthetic = check_synthetic(recipe.synthetic, real, plan.synthetic_needed, plan.synthetic_wanted, sorted(set(train_patients)))
+    if synthetic is not None:
+        from evaluation.leakage import check_validation_unseen
+
+        synthetic.validation_check = check_validation_unseen(
+            synthetic.checks, plan.split.validation_patients, allow=recipe.synthetic.allow_generator_saw_validation
+        )
     if synthetic is not None and any(arm.uses_synthetic for arm in plan.segmentation_arms):
         from augmentor.data.reader import read_info
 
@@ -126,47 +170,104 @@ def _precheck_synthetic(recipe: EvaluateRecipe) -> None:
         resolve_model(recipe.synthetic.model)
 
 
-def _data_plan(real: RealData, plan: Plan, synthetic: SyntheticData | None) -> DataPlan:
+def _by_class(paths: Sequence[str], num_classes: int) -> tuple[np.ndarray, ...]:
+    if not paths:
+        return tuple(np.zeros(0, np.int64) for _ in range(num_classes))
+    labels = np.concatenate([H5File(p).labels() for p in paths])
+    return tuple(np.flatnonzero(labels == c) for c in range(num_classes))
+
+
+def _data_plan(real: RealData, plan: Plan, synthetic: SyntheticData | None, oracle: Path | None) -> DataPlan:
+    from augmentor.data.provenance import sha256_file
+
     pool_paths = tuple(str(p) for p in synthetic.paths) if synthetic else ()
-    pool_by_class: tuple[np.ndarray, ...] = ()
-    if pool_paths:
-        labels = np.concatenate([H5File(p).labels() for p in pool_paths])
-        pool_by_class = tuple(np.flatnonzero(labels == c) for c in range(real.info.num_classes))
-    else:
-        pool_by_class = tuple(np.zeros(0, np.int64) for _ in range(real.info.num_classes))
+    oracle_paths = (str(oracle),) if oracle is not None else ()
+    num_classes = real.info.num_classes
+    hashes = {str(f.path): f.sha256 for f in [*real.train, *real.test]}
+    hashes.update({path: sha256_file(path) for path in (*pool_paths, *oracle_paths)})
     channels, height, _ = real.info.image_shape
     return DataPlan(
         train_paths=tuple(str(p) for p in real.train_paths),
         test_paths=tuple(str(p) for p in real.test_paths),
         pool_paths=pool_paths,
+        oracle_paths=oracle_paths,
         window=real.info.hu_window,
         train_indices=plan.split.train,
         validation_indices=plan.split.validation,
-        pool_by_class=pool_by_class,
+        pool_by_class=_by_class(pool_paths, num_classes),
+        oracle_by_class=_by_class(oracle_paths, num_classes),
         image_size=height,
         in_channels=channels,
-        num_classes=real.info.num_classes,
+        num_classes=num_classes,
         num_labels=len(real.info.mask_label_names),
         structure_names=tuple(real.info.mask_label_names[1:]),
         spacing_mm=real.info.pixel_spacing_mm,
+        file_hashes=hashes,
     )
 
 
-def _jobs(recipe: EvaluateRecipe, plan: Plan, data: DataPlan, with_features: bool) -> list[Job]:
+def train_settings(recipe: EvaluateRecipe) -> TrainSettings:
+    """The loop's settings from the recipe's ``[train]`` section."""
     train = recipe.train
-    settings = TrainSettings(train.batch_size, train.learning_rate, train.weight_decay, train.eval_every, train.patience)
-    template = Job(Task.CLASSIFICATION, FEATURE_ARM, 0, (), data, recipe.classifier, recipe.segmenter, recipe.augmentation, settings)
+    return TrainSettings(
+        batch_size=train.batch_size,
+        learning_rate=train.learning_rate,
+        weight_decay=train.weight_decay,
+        eval_every=train.eval_every,
+        patience=train.patience,
+        lr_patience=train.lr_patience,
+        lr_factor=train.lr_factor,
+        smoothing=train.smoothing,
+        criterion=train.criterion,
+    )
+
+
+def _jobs(recipe: EvaluateRecipe, plan: Plan, data: DataPlan, with_features: bool, network_factory: Any = None) -> list[Job]:
+    train = recipe.train
+    template = Job(Task.CLASSIFICATION, FEATURE_ARM, 0, (), data, recipe.classifier, recipe.segmenter, recipe.augmentation, train_settings(recipe))
+    template = dataclasses.replace(template, network_factory=network_factory)
     jobs = []
-    if with_features:
+    feature_seed = recipe.fidelity.seed
+    classic_is_feature_network = (
+        with_features and network_factory is None and recipe.classifier.network == "frid-adar-cnn" and feature_seed in train.seeds
+        and any(arm.kind is ArmKind.CLASSIC for arm in plan.classification_arms)
+    )
+    if with_features and not classic_is_feature_network:
         # The fidelity feature network: a Frid-Adar CNN on the real training patients, classic augmentation.
         features = dataclasses.replace(recipe.classifier, network="frid-adar-cnn")
-        stage = StagePlan("train", True, (0,) * data.num_classes, True, train.max_steps)
-        jobs.append(dataclasses.replace(template, seed=recipe.fidelity.seed, stages=(stage,), classifier=features, keep_network=True, evaluate_test=False))
+        stage = StagePlan("train", True, Pool.NONE, (0,) * data.num_classes, True, train.epochs, train.min_steps)
+        jobs.append(dataclasses.replace(template, seed=feature_seed, stages=(stage,), classifier=features, network_factory=None, keep_network=True, evaluate_test=False))
     for task, arms in ((Task.CLASSIFICATION, plan.classification_arms), (Task.SEGMENTATION, plan.segmentation_arms)):
+        served = {host: f"{task.value}/{name}" for name, host in ((k.split("/", 1)[1], v) for k, v in plan.shared_first_stage.items() if k.startswith(f"{task.value}/"))}
         for arm in arms:
+            if f"{task.value}/{arm.name}" in plan.shared_first_stage:
+                continue  # trained by the arm whose first stage it is
             for seed in train.seeds:
-                jobs.append(dataclasses.replace(template, task=task, arm=arm, seed=seed, stages=plan.stages[(task.value, arm.name)]))
+                keep = classic_is_feature_network and task is Task.CLASSIFICATION and arm.kind is ArmKind.CLASSIC and seed == feature_seed
+                jobs.append(
+                    dataclasses.replace(
+                        template, task=task, arm=arm, seed=seed, stages=plan.stages[(task.value, arm.name)], keep_network=keep,
+                        also_after_first_stage=served.get(arm.name, ""), network_factory=network_factory if task is Task.CLASSIFICATION else None,
+                    )
+                )
     return jobs
+
+
+def _feature_result(results: dict[tuple[str, str, int], JobResult], seed: int) -> JobResult:
+    """The job that kept the fidelity feature network (its own job, or the classic arm's)."""
+    for result in results.values():
+        if result.state_dict is not None and result.key[2] == seed:
+            return result
+    raise KeyError("no job kept the feature network")
+
+
+def _expand_shared(results: dict[tuple[str, str, int], JobResult], plan: Plan) -> None:
+    """Give the arms trained inside another arm's job (synthetic-only) their own results."""
+    for shared, host in plan.shared_first_stage.items():
+        task, name = shared.split("/", 1)
+        for (result_task, arm_name, seed), result in list(results.items()):
+            if result_task == task and arm_name == host:
+                results[(task, name, seed)] = JobResult((task, name, seed), result.first_stage_outputs, result.logs[:1], result.seconds, cached=result.cached)
 
 
 # ------------------------------------------------------------------------------------ statistics ----
@@ -227,12 +328,16 @@ def _analyse(task: Task, arms: Sequence[Arm], results: dict[tuple[str, str, int]
         return table
 
     paired = differences(BASELINE, [arm for arm in arms if arm.name != BASELINE])
-    synthetic_kinds = (ArmKind.CLASSIC_SYNTHETIC, ArmKind.PRETRAIN_FINETUNE, ArmKind.SYNTHETIC_ONLY)
-    paired_vs_classic = differences(CLASSIC_BASELINE, [arm for arm in arms if arm.kind in synthetic_kinds])
-    training = {
+    paired_vs_classic = differences(CLASSIC_BASELINE, [arm for arm in arms if arm.kind in (*SYNTHETIC_KINDS, ArmKind.CLASSIC_ORACLE)])
+    training: dict[str, list[dict[str, Any]]] = {
         arm.name: [{"seed": seed, "seconds": round(results[(task.value, arm.name, seed)].seconds, 3), "stages": results[(task.value, arm.name, seed)].logs} for seed in seeds]
         for arm in arms
     }
+    budget_bound = {
+        arm.name: sorted({seed for seed in seeds if any(stage.get("budget_bound") for stage in results[(task.value, arm.name, seed)].logs)}) for arm in arms
+    }
+    headline = metrics.CLASSIFICATION_HEADLINE if task is Task.CLASSIFICATION else metrics.SEGMENTATION_HEADLINE
+    efficiencies = _efficiencies(arms, points, replicates, [name for name in headline if name not in metrics.LOWER_IS_BETTER], stats.confidence, boot.num_patients)
     section = {
         "metric_names": names,
         "headline_metrics": list(metrics.CLASSIFICATION_HEADLINE if task is Task.CLASSIFICATION else metrics.SEGMENTATION_HEADLINE),
@@ -244,6 +349,9 @@ def _analyse(task: Task, arms: Sequence[Arm], results: dict[tuple[str, str, int]
         "metrics": estimates,
         "paired_differences": paired,
         "paired_differences_vs_classic": paired_vs_classic,
+        "efficiency": efficiencies,
+        "budget_bound": {name: bound for name, bound in budget_bound.items() if bound},
+        "convergence": {name: _convergence(training[name]) for name in training},
         "training": training,
         **extra,
     }
@@ -252,6 +360,66 @@ def _analyse(task: Task, arms: Sequence[Arm], results: dict[tuple[str, str, int]
     else:
         section["class_names"] = list(class_names)
     return section, saved
+
+
+def _efficiencies(
+    arms: Sequence[Arm], points: dict[str, dict[str, np.ndarray]], replicates: dict[str, dict[str, np.ndarray]], names: Sequence[str], confidence: float, num_patients: int
+) -> dict[str, Any]:
+    """Augmentation efficiency Δ(synthetic xk) / Δ(oracle xk), both against classic, per ratio and metric."""
+    from evaluation.efficiency import efficiency
+
+    if CLASSIC_BASELINE not in points:
+        return {}
+    synthetic = {arm.ratio: arm.name for arm in arms if arm.kind is ArmKind.CLASSIC_SYNTHETIC}
+    oracle = {arm.ratio: arm.name for arm in arms if arm.kind is ArmKind.CLASSIC_ORACLE}
+    table: dict[str, Any] = {}
+    for ratio in sorted(set(synthetic) & set(oracle)):
+        entry: dict[str, Any] = {"synthetic_arm": synthetic[ratio], "oracle_arm": oracle[ratio]}
+        for name in names:
+            base_points, base_reps = points[CLASSIC_BASELINE][name], replicates[CLASSIC_BASELINE][name]
+            entry[name] = efficiency(
+                points[synthetic[ratio]][name] - base_points, points[oracle[ratio]][name] - base_points,
+                replicates[synthetic[ratio]][name] - base_reps, replicates[oracle[ratio]][name] - base_reps, confidence, num_patients,
+            ).to_dict()
+        table[f"x{ratio:g}"] = entry
+    return table
+
+
+def _convergence(entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """How an arm's training ended, over seeds: steps run, best step, budget, budget-bound seeds (last stage)."""
+    last = [entry["stages"][-1] for entry in entries]
+    return {
+        "steps_run": [stage["steps"] for stage in last],
+        "best_step": [stage["best_step"] for stage in last],
+        "budget_steps": [stage["budget_steps"] for stage in last],
+        "budget_bound_seeds": sum(any(stage.get("budget_bound") for stage in entry["stages"]) for entry in entries),
+        "stages": [stage["name"] for stage in entries[0]["stages"]] if entries else [],
+    }
+
+
+def _reference(real: RealData, plan: Plan, recipe: EvaluateRecipe) -> dict[str, Any]:
+    """The reference row: logistic regression on lesion features, with the same metrics and intervals."""
+    from evaluation.jobs import read_samples
+    from evaluation.reference import FEATURE_NAMES, reference_probabilities
+
+    window = real.info.hu_window
+    train = read_samples([str(p) for p in real.train_paths], plan.split.train, window)
+    test = read_samples([str(p) for p in real.test_paths], np.arange(len(real.test_labels)), window)
+    class_names = real.info.class_names
+    probabilities = reference_probabilities(
+        train.images.numpy(), train.masks.numpy(), train.labels.numpy(), test.images.numpy(), test.masks.numpy(), real.info.pixel_spacing_mm, len(class_names)
+    )
+    stats = recipe.statistics
+    boot = bootstrap.make_plan(real.test_patients, 1, stats.resamples, stats.confidence, stats.seed)
+    point = metrics.classification_metrics(real.test_labels, probabilities, class_names)
+    reps = metrics.classification_replicates(real.test_labels, probabilities, class_names, boot.sample_weights)
+    names = metrics.classification_metric_names(class_names)
+    return {
+        "name": "logistic regression on lesion features",
+        "features": list(FEATURE_NAMES),
+        "note": "fitted on the training patients' lesions, with their masks; deterministic (one fit), so its interval is the test-patient bootstrap alone",
+        "metrics": {name: bootstrap.estimate(np.array([point[name]]), reps[name][None, :], boot).to_dict() for name in names},
+    }
 
 
 # ------------------------------------------------------------------------ fidelity and memorisation ----
@@ -374,7 +542,15 @@ def _final_path(path: str | Path, staging: Path, out: Path) -> str:
 # --------------------------------------------------------------------------------------------- run ----
 
 
-def evaluate(recipe: EvaluateRecipe | str | Path, out_dir: str | Path, *, overrides: Sequence[str] = (), overwrite: bool = False, progress: bool = True) -> Path:
+def evaluate(
+    recipe: EvaluateRecipe | str | Path,
+    out_dir: str | Path,
+    *,
+    overrides: Sequence[str] = (),
+    overwrite: bool = False,
+    progress: bool = True,
+    network_factory: Any = None,
+) -> Path:
     """Run the evaluation protocol of a recipe and write its report.
 
     Args:
@@ -384,6 +560,9 @@ def evaluate(recipe: EvaluateRecipe | str | Path, out_dir: str | Path, *, overri
         overrides: ``section.key=value`` overrides (when ``recipe`` is a path).
         overwrite: replace an existing report folder (only once the new report is complete).
         progress: show progress bars.
+        network_factory: your own classifier, ``(in_channels, num_classes, image_size) -> torch.nn.Module``
+            returning logits, in place of the recipe's ``[classifier]`` (recipes hold values, never code).
+            Define it at module level so that it pickles into worker processes.
 
     Returns:
         The report folder.
@@ -392,11 +571,12 @@ def evaluate(recipe: EvaluateRecipe | str | Path, out_dir: str | Path, *, overri
         AugmentorError: one line, for bad inputs, leakage or an existing output; nothing is written then.
     """
     resolved = recipe if isinstance(recipe, EvaluateRecipe) else load_recipe(recipe, overrides, expect="evaluate")
-    return _evaluate(resolved, Path(out_dir), overwrite=overwrite, progress=progress)
+    return _evaluate(resolved, Path(out_dir), overwrite=overwrite, progress=progress, network_factory=network_factory)
 
 
-def _evaluate(recipe: EvaluateRecipe, out: Path, *, overwrite: bool, progress: bool) -> Path:
-    from evaluation.report import FORMAT, FORMAT_VERSION, write_report
+def _evaluate(recipe: EvaluateRecipe, out: Path, *, overwrite: bool, progress: bool, network_factory: Any = None) -> Path:
+    from evaluation.report import FORMAT, FORMAT_VERSION, load_report, write_report
+    from evaluation.summary import SUMMARY_JSON, write_summary
 
     started = time.perf_counter()
     _check_output(out, overwrite)
@@ -430,13 +610,19 @@ def _evaluate(recipe: EvaluateRecipe, out: Path, *, overwrite: bool, progress: b
         assert real is not None and plan is not None
         if synthetic is not None and synthetic.model_path is not None:
             generate_pool(recipe.synthetic, synthetic, real.info.class_names, staging, progress)
+        oracle_path, oracle_record = None, None
+        if any(plan.oracle_needed):
+            oracle_path, oracle_record = build_or_reuse_oracle(recipe.data, recipe.arms.oracle_seed, plan.oracle_needed, staging, progress)
 
         # 3-4. Train every (task, arm, seed) and the feature network.
-        data = _data_plan(real, plan, synthetic)
+        data = _data_plan(real, plan, synthetic, oracle_path)
         with_features = synthetic is not None and (recipe.fidelity.enabled or recipe.memorisation.enabled)
-        jobs = _jobs(recipe, plan, data, with_features)
+        jobs = _jobs(recipe, plan, data, with_features, network_factory)
+        cache = Path(recipe.train.cache) if recipe.train.cache else None
         with progress_bar("evaluate: train and test", len(jobs), enabled=progress) as advance:
-            results = run_jobs(jobs, recipe.train.workers, advance)
+            results = run_jobs(jobs, recipe.train.workers, advance, cache)
+        _expand_shared(results, plan)
+        cached_jobs = sum(result.cached for result in results.values())
 
         # 5. Statistics and audits.
         report: dict[str, Any] = {}
@@ -444,16 +630,17 @@ def _evaluate(recipe: EvaluateRecipe, out: Path, *, overwrite: bool, progress: b
         if plan.classification_arms:
             report["classification"], arrays = _analyse(Task.CLASSIFICATION, plan.classification_arms, results, real, recipe, plan)
             saved.update(arrays)
+            if recipe.arms.reference:
+                report["classification"]["reference"] = _reference(real, plan, recipe)
         if plan.segmentation_arms:
             report["segmentation"], arrays = _analyse(Task.SEGMENTATION, plan.segmentation_arms, results, real, recipe, plan)
             saved.update(arrays)
         figures: dict[str, np.ndarray] = {}
         if synthetic is not None and with_features:
-            state = results[(Task.CLASSIFICATION.value, FEATURE_ARM.name, recipe.fidelity.seed)].state_dict
-            extractor = _feature_extractor(state or {}, recipe, data)
+            feature_result = _feature_result(results, recipe.fidelity.seed)
+            extractor = _feature_extractor(feature_result.state_dict or {}, recipe, data)
             report["fidelity"], report["memorisation"], figures = _audits(recipe, real, synthetic, data, extractor)
-            feature_log = results[(Task.CLASSIFICATION.value, FEATURE_ARM.name, recipe.fidelity.seed)].logs
-            report["fidelity"]["feature_network_training"] = feature_log
+            report["fidelity"]["feature_network_training"] = feature_result.logs
         else:
             report["fidelity"] = {"skipped": "no synthetic data"}
             report["memorisation"] = {"skipped": NOT_MEMORISED}
@@ -469,6 +656,8 @@ def _evaluate(recipe: EvaluateRecipe, out: Path, *, overwrite: bool, progress: b
             entry["path"] = _final_path(entry["path"], staging, out)
         if cohort_record is not None:
             cohort_record["dir"] = _final_path(cohort_record["dir"], staging, out)
+        if oracle_record is not None:
+            oracle_record["dir"] = _final_path(oracle_record["dir"], staging, out)
         split = plan.split
         class_names = real.info.class_names
         report.update(
@@ -481,7 +670,11 @@ def _evaluate(recipe: EvaluateRecipe, out: Path, *, overwrite: bool, progress: b
                 "command": command_line(),
                 "recipe": stored_recipe(to_dict(recipe)),
                 "versions": _versions(),
-                "inputs": {"files": inputs, "cohort": cohort_record, "model": synthetic.model if synthetic else None, "synthetic_seed": recipe.synthetic.seed},
+                "inputs": {
+                    "files": inputs, "cohort": cohort_record, "oracle": oracle_record,
+                    "model": synthetic.model if synthetic else None, "synthetic_seed": recipe.synthetic.seed,
+                },
+                "generator_saw_validation": synthetic.validation_check if synthetic else None,
                 "leakage": {
                     "real_split": f"no patient in both train ({len(set(real.train_patients.tolist()))} patients) and test ({len(set(real.test_patients.tolist()))} patients)",
                     "synthetic": [check.to_dict() for check in synthetic.checks] if synthetic else [],
@@ -499,17 +692,23 @@ def _evaluate(recipe: EvaluateRecipe, out: Path, *, overwrite: bool, progress: b
                 },
                 "seeds": list(recipe.train.seeds),
                 "statistics": {
-                    "method": "hierarchical bootstrap: test patients (cluster bootstrap) and seeds resampled with replacement; percentile intervals; "
-                    "paired differences use the same resamples for both arms; two-sided p-value by inverting the percentile interval",
+                    "method": STATISTICS_METHOD,
+                    "conditional_on": "one training set (these training patients), one validation split, one test set and one generator (one set of "
+                    "weights, one generation seed): the intervals cover the variation between training seeds and between test patients, not "
+                    "between cohorts of training patients, nor between generators trained again",
+                    "efficiency": "augmentation efficiency = Δ(classic+synthetic xk) / Δ(classic+oracle xk), both paired against classic; "
+                    "Fieller interval from the seed and test-patient covariance; undefined when the oracle's own gain is not significant",
                     "resamples": recipe.statistics.resamples,
                     "confidence": recipe.statistics.confidence,
                     "seed": recipe.statistics.seed,
                 },
                 "runtime_s": round(time.perf_counter() - started, 1),
+                "jobs": {"total": len(jobs), "from_cache": cached_jobs, "cache": recipe.train.cache},
             }
         )
         forget_datasets()
-        write_report(staging, report, saved, figures)
+        report_json = write_report(staging, report, saved, figures)
+        write_summary(load_report(report_json), staging / SUMMARY_JSON)
         _publish(staging, out)
     except BaseException:
         forget_datasets()

@@ -25,7 +25,7 @@ def test_tiny_recipe_end_to_end(tiny_inputs: Any, run_evaluate: Run, tmp_path: P
     code, output = run_evaluate(out, tiny_inputs.overrides())
     assert code == 0, output
     assert output.strip() == f"wrote {out / 'report.html'} and {out / 'report.json'}"
-    assert sorted(p.name for p in out.iterdir()) == ["inputs", "predictions.npz", "report.html", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["inputs", "predictions.npz", "report.html", "report.json", "summary.json"]
     assert not list(out.parent.glob(".*"))  # no staging folder left behind
 
     report = json.loads((out / "report.json").read_text())

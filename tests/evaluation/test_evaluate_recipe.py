@@ -13,7 +13,7 @@ import pytest
 from augmentor.errors import AugmentorError
 from augmentor.generate import generate
 from augmentor.recipes import RECIPE_DIR, load_recipe
-from evaluation.arms import ArmKind, expand_arms
+from evaluation.arms import ArmKind, Pool, StageBudget, expand_arms
 from evaluation.models import CLASSIFIERS, FridAdarCNN, build_classifier, build_segmenter
 from evaluation.recipe import ArmName, ClassifierName, EvaluateRecipe
 from evaluation.splits import validation_split
@@ -36,18 +36,29 @@ def test_shipped_recipes_load(name: str) -> None:
 def test_published_protocols_in_the_shipped_recipes() -> None:
     liver, lung = load_recipe("evaluate-liver"), load_recipe("evaluate-lung")
     assert liver.data.cohort == "liver-lesions" and liver.synthetic.model == "frid-adar-liver" and len(liver.train.seeds) == 5
-    assert liver.arms.sweep == (1.0, 2.0, 5.0, 10.0)
+    assert liver.arms.sweep == (1.0, 3.0, 10.0) and "classic+oracle" in liver.arms.classification and liver.needs_oracle
+    assert liver.train.epochs > 0 and liver.train.min_steps > 0 and liver.train.patience >= 5
     assert lung.data.cohort == "lung-nodules" and lung.synthetic.model == "onishi-lung-dcgan" and lung.arms.pretrain_samples == 60_000
 
 
 def test_arms_expand_the_sweep_and_put_the_baseline_first() -> None:
-    arms = expand_arms(["classic", "classic+synthetic", "real", "synthetic-only"], [5, 1], 0)
-    assert [arm.name for arm in arms] == ["real", "classic", "classic+synthetic x1", "classic+synthetic x5", "synthetic-only"]
-    assert arms[-1].ratio == 5.0  # TSTR defaults to the largest sweep ratio
-    stages = arms[3].stages([10, 20, 30], max_steps=50, pretrain_steps=40, pretrain_per_class=[7, 7, 7])
-    assert len(stages) == 1 and stages[0].synthetic_per_class == (50, 100, 150) and stages[0].real and stages[0].augment
-    pretrain = expand_arms(["pretrain-finetune"], [1], 0)[0].stages([10, 20], max_steps=50, pretrain_steps=40, pretrain_per_class=[30, 30])
-    assert [(s.name, s.real, s.synthetic_per_class, s.max_steps) for s in pretrain] == [("pretrain", False, (30, 30), 40), ("finetune", True, (0, 0), 50)]
+    arms = expand_arms(["classic", "classic+synthetic", "real", "synthetic-only", "classic+oracle"], [5, 1], 0)
+    assert [arm.name for arm in arms] == [
+        "real", "classic", "classic+synthetic x1", "classic+synthetic x5", "synthetic-only", "classic+oracle x1", "classic+oracle x5"
+    ]
+    assert arms[4].ratio == 5.0  # TSTR defaults to the largest sweep ratio
+    train, pretrain_budget = StageBudget(150, 400), StageBudget(30, 300)
+    stages = arms[3].stages([10, 20, 30], train=train, pretrain=pretrain_budget, pretrain_per_class=[7, 7, 7])
+    assert len(stages) == 1 and stages[0].per_class == (50, 100, 150) and stages[0].pool is Pool.SYNTHETIC and stages[0].real and stages[0].augment
+    assert (stages[0].epochs, stages[0].min_steps) == (150, 400)
+    oracle = arms[6].stages([10, 20, 30], train=train, pretrain=pretrain_budget, pretrain_per_class=[7, 7, 7])
+    assert oracle[0].pool is Pool.ORACLE and oracle[0].per_class == (50, 100, 150) and oracle[0].real and oracle[0].augment
+    pretrain = expand_arms(["pretrain-finetune"], [1], 0)[0].stages([10, 20], train=train, pretrain=pretrain_budget, pretrain_per_class=[30, 30])
+    assert [(s.name, s.real, s.per_class, s.epochs) for s in pretrain] == [("pretrain", False, (30, 30), 30), ("finetune", True, (0, 0), 150)]
+    # synthetic-only on the pretraining's samples is that stage; on other samples it trains with the training budget
+    same = expand_arms(["synthetic-only"], [3], 0)[0].stages([10, 10], train=train, pretrain=pretrain_budget, pretrain_per_class=[30, 30])
+    other = expand_arms(["synthetic-only"], [2], 0)[0].stages([10, 10], train=train, pretrain=pretrain_budget, pretrain_per_class=[30, 30])
+    assert same[0] == pretrain[0] and (other[0].name, other[0].epochs) == ("train", 150)
 
 
 def test_validation_split_is_by_patient_and_stratified() -> None:
@@ -82,7 +93,7 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(tiny_inputs: Any, tiny
     out = tmp_path / "reports" / "bad"
     few = generate("all", 2, tmp_path / "few.h5", model=tiny_inputs.model, progress=False)
     cases = [
-        (tiny_inputs.overrides("train.max_step=5"), "unknown key 'train.max_step' (did you mean 'max_steps'?)"),
+        (tiny_inputs.overrides("train.max_step=5"), "unknown key 'train.max_step' (did you mean 'min_steps'?)"),
         (tiny_inputs.overrides("classifier.network=densenet12"), "classifier.network: 'densenet12' is not one of"),
         (tiny_inputs.overrides(f'data.train=["{tmp_path / "missing.h5"}"]'), "missing.h5: file not found"),
         (tiny_inputs.overrides('data.cohort="liver-lesions"'), "give data.cohort or data.train/data.test files, not both"),

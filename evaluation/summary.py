@@ -1,0 +1,183 @@
+"""The small summary of a report that is committed next to the README, and the README tables made from it.
+
+``summary.json`` (written into every report folder) keeps what a headline table needs -- arms with their
+estimates and intervals, paired differences against classic augmentation, augmentation efficiency, the
+reference row, budget-bound flags, seeds, cohort, generator hash and run time -- in a few kilobytes, so a
+shipped experiment's numbers can live in the repository (``results/``) while its report does not.
+
+The README's result tables are generated from those files, never typed::
+
+    python -m evaluation.summary results/evaluate-liver.json            # print the markdown
+    python -m evaluation.summary --update README.md results/*.json      # rewrite the marked README blocks
+
+A block in the README is marked ``<!-- results:NAME -->`` ... ``<!-- /results:NAME -->``; the test suite
+checks that every marked block equals what its committed summary gives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+SUMMARY_FORMAT = "augmentor-evaluation-summary"
+SUMMARY_JSON = "summary.json"
+CLASSIFICATION_COLUMNS = ("sensitivity_macro", "specificity_macro", "auc_macro")
+SEGMENTATION_COLUMNS = ("dice_mean", "hd95_mean")
+
+
+def _estimate(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not value:
+        return None
+    return {key: value.get(key) for key in ("estimate", "low", "high") if key in value}
+
+
+def summarise(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The summary of a full report (see the module docstring)."""
+    summary: dict[str, Any] = {
+        "format": SUMMARY_FORMAT,
+        "name": report.get("name"),
+        "created": report.get("created"),
+        "runtime_s": report.get("runtime_s"),
+        "seeds": report.get("seeds"),
+        "cohort": (report.get("inputs") or {}).get("cohort"),
+        "oracle": (report.get("inputs") or {}).get("oracle"),
+        "model": {key: ((report.get("inputs") or {}).get("model") or {}).get(key) for key in ("name", "weights_sha256")},
+        "generator_saw_validation": report.get("generator_saw_validation"),
+        "split": {key: (report.get("split") or {}).get(key) for key in ("train_patients", "validation_patients", "test_patients", "train_samples", "test_samples")},
+        "jobs": report.get("jobs"),
+    }
+    for task, columns in (("classification", CLASSIFICATION_COLUMNS), ("segmentation", SEGMENTATION_COLUMNS)):
+        section = report.get(task)
+        if not section:
+            continue
+        names = [name for name in columns if name in section["metric_names"]]
+        versus_classic = section.get("paired_differences_vs_classic") or {}
+        summary[task] = {
+            "metrics": names,
+            "arms": [
+                {
+                    "name": arm["name"],
+                    "kind": arm["kind"],
+                    "ratio": arm["ratio"],
+                    **{name: _estimate(section["metrics"][arm["name"]][name]) for name in names},
+                    "vs_classic": {name: _estimate(versus_classic[arm["name"]][name]) for name in names} if arm["name"] in versus_classic else None,
+                    "budget_bound_seeds": (section.get("budget_bound") or {}).get(arm["name"], []),
+                    "steps_run": (section.get("convergence") or {}).get(arm["name"], {}).get("steps_run"),
+                }
+                for arm in section["arms"]
+            ],
+            "efficiency": {
+                ratio: {name: entry[name] for name in names if name in entry} | {"synthetic_arm": entry["synthetic_arm"], "oracle_arm": entry["oracle_arm"]}
+                for ratio, entry in (section.get("efficiency") or {}).items()
+            },
+        }
+        reference = section.get("reference")
+        if reference:
+            summary[task]["reference"] = {"name": reference["name"], **{name: _estimate(reference["metrics"][name]) for name in names}}
+    return summary
+
+
+def write_summary(report: Mapping[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(summarise(report), indent=1) + "\n")
+
+
+def _cell(value: Mapping[str, Any] | None, signed: bool = False) -> str:
+    if not value or value.get("estimate") is None:
+        return ""
+    form = "{:+.3f}" if signed else "{:.3f}"
+    text = form.format(value["estimate"])
+    if value.get("low") is not None and value.get("high") is not None:
+        text += f" [{form.format(value['low'])}, {form.format(value['high'])}]"
+    return text
+
+
+def _efficiency_cell(value: Mapping[str, Any] | None) -> str:
+    if not value:
+        return ""
+    if not value.get("defined"):
+        return "undefined (oracle Δ not significant)"
+    return f"{value['estimate']:.2f} [{value['low']:.2f}, {value['high']:.2f}]"
+
+
+def markdown(summary: Mapping[str, Any]) -> str:
+    """The README tables of one summary."""
+    lines: list[str] = []
+    seeds = summary.get("seeds") or []
+    for task in ("classification", "segmentation"):
+        section = summary.get(task)
+        if not section:
+            continue
+        names = section["metrics"]
+        efficiency = {entry["synthetic_arm"]: entry for entry in section.get("efficiency", {}).values()}
+        header = ["arm", *names, *(f"Δ {name} vs classic" for name in names[:2])]
+        with_efficiency = bool(efficiency) and task == "classification"
+        if with_efficiency:
+            header.append(f"efficiency ({names[0]})")
+        header.append("budget-bound seeds")
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for arm in section["arms"]:
+            row = [arm["name"], *(_cell(arm[name]) for name in names)]
+            row += [_cell((arm.get("vs_classic") or {}).get(name), signed=True) for name in names[:2]]
+            if with_efficiency:
+                row.append(_efficiency_cell(efficiency.get(arm["name"], {}).get(names[0])))
+            bound = arm.get("budget_bound_seeds") or []
+            row.append(f"{len(bound)} of {len(seeds)}" if bound else "none")
+            lines.append("| " + " | ".join(row) + " |")
+        reference = section.get("reference")
+        if reference:
+            row = [f"reference: {reference['name']}", *(_cell(reference.get(name)) for name in names)]
+            row += [""] * (len(header) - len(row))
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    runtime = summary.get("runtime_s")
+    cohort = summary.get("cohort") or {}
+    lines.append(
+        f"Mean over {len(seeds)} seeds [95 % CI]; cohort `{cohort.get('name')}` seed {cohort.get('seed')}; "
+        f"generator `{(summary.get('model') or {}).get('name')}` (weights SHA-256 {str((summary.get('model') or {}).get('weights_sha256'))[:12]}…); "
+        f"run time {runtime / 60:.0f} min." if runtime else ""
+    )
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def update_readme(readme: Path, summaries: Sequence[Path]) -> bool:
+    """Rewrite the marked blocks of ``readme`` from ``summaries``; returns whether anything changed."""
+    text = readme.read_text()
+    updated = text
+    for path in summaries:
+        summary = json.loads(path.read_text())
+        name = summary["name"]
+        pattern = re.compile(rf"(<!-- results:{re.escape(name)} -->\n).*?(<!-- /results:{re.escape(name)} -->)", re.S)
+        if not pattern.search(updated):
+            raise SystemExit(f"{readme}: no block <!-- results:{name} --> ... <!-- /results:{name} -->")
+        table = markdown(summary)
+
+        def replace(match: re.Match[str], table: str = table) -> str:
+            return match.group(1) + table + match.group(2)
+
+        updated = pattern.sub(replace, updated)
+    if updated != text:
+        readme.write_text(updated)
+    return updated != text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="README tables from committed evaluation summaries.")
+    parser.add_argument("summaries", nargs="+", type=Path)
+    parser.add_argument("--update", type=Path, help="rewrite the marked blocks of this README")
+    arguments = parser.parse_args(argv)
+    if arguments.update:
+        changed = update_readme(arguments.update, arguments.summaries)
+        print(f"{arguments.update}: {'updated' if changed else 'already up to date'}")
+        return 0
+    for path in arguments.summaries:
+        sys.stdout.write(markdown(json.loads(path.read_text())) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

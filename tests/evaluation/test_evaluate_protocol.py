@@ -1,0 +1,83 @@
+"""Protocol guarantees of ``augment evaluate``: a generator that saw the validation patients is refused, finished
+jobs are cached by content (a rerun or an extended run recomputes only what is new), and the synthetic-only arm is
+the pretraining of pretrain-finetune (one computation)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from augmentor.data.provenance import sha256_file, sha256_text
+from augmentor.data.reader import H5File
+from evaluation.splits import validation_split
+from tests.evaluation.conftest import save_tiny_generator
+
+Run = Callable[..., tuple[int, str]]
+QUICK = ("arms.segmentation=[]", "fidelity.enabled=false", "memorisation.enabled=false")
+
+
+def test_a_generator_trained_on_validation_patients_is_refused_unless_allowed(tiny_inputs: Any, run_evaluate: Run, tmp_path: Path) -> None:
+    strict = tiny_inputs.overrides(*QUICK, 'arms.classification=["classic", "classic+synthetic"]', "arms.sweep=[1]", "synthetic.allow_generator_saw_validation=false")
+    code, output = run_evaluate(tmp_path / "refused", strict)
+    assert code == 2 and "validation patients" in output and "allow_generator_saw_validation" in output
+    assert not (tmp_path / "refused").exists()
+
+    # a generator trained on the split's training patients only is accepted, and the report says it saw none
+    file = H5File(tiny_inputs.train)
+    split = validation_split(file.labels(), file.patient_ids().astype(str), 0.25, 0)
+    record = {"path": "train.h5", "sha256": "0" * 64, "patients_sha256": sha256_text(split.train_patients)}
+    model = save_tiny_generator(tmp_path / "clean-gan", record)
+    overrides = [*strict[:-1], f"synthetic.model={model}", "synthetic.allow_generator_saw_validation=false"]
+    code, output = run_evaluate(tmp_path / "accepted", overrides)
+    assert code == 0, output
+    report = json.loads((tmp_path / "accepted" / "report.json").read_text())
+    assert report["generator_saw_validation"]["status"] == "unseen"
+
+
+def test_finished_jobs_are_cached_and_an_extended_run_computes_only_what_is_new(tiny_inputs: Any, run_evaluate: Run, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    base = tiny_inputs.overrides(*QUICK, 'arms.classification=["real", "classic"]', f"train.cache={cache}", "arms.reference=false")
+    assert run_evaluate(tmp_path / "first", [*base, "train.seeds=[0]"])[0] == 0
+    first = json.loads((tmp_path / "first" / "report.json").read_text())
+    assert first["jobs"] == {"total": 2, "from_cache": 0, "cache": str(cache)}
+    assert len(list(cache.glob("*.json"))) == 2
+
+    assert run_evaluate(tmp_path / "second", [*base, "train.seeds=[0, 1]"])[0] == 0
+    second = json.loads((tmp_path / "second" / "report.json").read_text())
+    assert second["jobs"]["total"] == 4 and second["jobs"]["from_cache"] == 2
+    one, two = np.load(tmp_path / "first" / "predictions.npz"), np.load(tmp_path / "second" / "predictions.npz")
+    for arm in ("real", "classic"):
+        np.testing.assert_array_equal(one[f"classification/{arm}/probabilities"][0], two[f"classification/{arm}/probabilities"][0])
+    # a changed setting is a different job
+    assert run_evaluate(tmp_path / "third", [*base, "train.seeds=[0]", "train.learning_rate=0.002"])[0] == 0
+    assert json.loads((tmp_path / "third" / "report.json").read_text())["jobs"]["from_cache"] == 0
+
+
+def test_synthetic_only_is_the_pretraining_of_pretrain_finetune(tiny_inputs: Any, run_evaluate: Run, tmp_path: Path) -> None:
+    overrides = tiny_inputs.overrides(*QUICK, 'arms.classification=["pretrain-finetune", "synthetic-only"]', "arms.pretrain_samples=0", "arms.synthetic_only_ratio=0")
+    code, output = run_evaluate(tmp_path / "r", overrides)
+    assert code == 0, output
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["jobs"]["total"] == 2  # one job per seed serves both arms
+    training = report["classification"]["training"]
+    for only, both in zip(training["synthetic-only"], training["pretrain-finetune"], strict=True):
+        assert only["stages"] == both["stages"][:1]
+    assert report["classification"]["metrics"]["synthetic-only"]["accuracy"]["estimate"] is not None
+
+
+def test_the_reference_row_and_convergence_record_are_reported(tiny_inputs: Any, run_evaluate: Run, tmp_path: Path) -> None:
+    code, output = run_evaluate(tmp_path / "r", tiny_inputs.overrides(*QUICK, 'arms.classification=["real"]'))
+    assert code == 0, output
+    classification = json.loads((tmp_path / "r" / "report.json").read_text())["classification"]
+    reference = classification["reference"]
+    assert reference["name"].startswith("logistic regression") and 0.0 <= reference["metrics"]["accuracy"]["estimate"] <= 1.0
+    convergence = classification["convergence"]["real"]
+    assert len(convergence["steps_run"]) == 2 and all(best <= run for best, run in zip(convergence["best_step"], convergence["steps_run"], strict=True))
+    # the tiny recipe's budgets are tiny, so its arms end on the budget: flagged, and shown in red
+    assert classification["budget_bound"]["real"] == [0, 1]
+    assert "class='warning'" in (tmp_path / "r" / "report.html").read_text()
+    assert sha256_file(tiny_inputs.train)  # inputs untouched
