@@ -252,6 +252,23 @@ def _virtual_sources(handle: Any) -> dict[str, tuple[int, int]]:
     return sources
 
 
+def _check_joined_shard(location: Path, joined: Path, hashes: bool) -> None:
+    """A shard that is itself a joined file (a join of joins): its own shards must be there too."""
+    import h5py
+
+    try:
+        with h5py.File(location, "r") as shard:
+            if not _virtual_sources(shard):
+                return
+            raw = shard.attrs.get("provenance", "{}")
+            provenance = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+            check_shards(shard, location, provenance if isinstance(provenance, dict) else {}, hashes)
+    except SchemaError as error:
+        raise SchemaError(f"{joined}: {error}") from None
+    except (OSError, KeyError, ValueError):
+        return  # an unreadable shard is reported when its samples are read (or by its changed SHA-256)
+
+
 def check_shards(handle: Any, path: Path, provenance: dict[str, Any], hashes: bool = True) -> None:
     """Check that a joined file's shards are there and unchanged (no-op for ordinary files).
 
@@ -274,6 +291,9 @@ def check_shards(handle: Any, path: Path, provenance: dict[str, Any], hashes: bo
             raise SchemaError(
                 f"{path}: shard {name} (samples {first}-{last}) is missing; keep the shards next to the joined file or join them again"
             )
+    for name in sources:
+        if name != ".":
+            _check_joined_shard(folder / name, path, hashes)
     records = provenance.get(SHARDS)
     if not isinstance(records, list):
         return

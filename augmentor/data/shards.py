@@ -46,6 +46,11 @@ def join_shards(shards: Sequence[str | Path], out: str | Path, overwrite: bool =
     if not shards:
         raise AugmentorError("no shards to join")
     final = check_output(out, overwrite)
+    seen: set[Path] = set()
+    for path in shards:
+        if Path(path).resolve() in seen:
+            raise AugmentorError(f"{path}: given twice; each shard joins once")
+        seen.add(Path(path).resolve())
     infos = [read_info(path) for path in shards]
     first = infos[0]
     for info in infos[1:]:

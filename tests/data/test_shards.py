@@ -14,7 +14,7 @@ from augmentor.data.dataset import H5Dataset
 from augmentor.data.provenance import sha256_file
 from augmentor.data.reader import H5File, read_info
 from augmentor.data.shards import join_shards
-from augmentor.errors import SchemaError
+from augmentor.errors import AugmentorError, SchemaError
 from cli import app
 
 runner = CliRunner()
@@ -104,3 +104,14 @@ def test_join_refuses_shards_of_different_model_weights(tiny_file, tmp_path: Pat
     with pytest.raises(SchemaError, match=r"made by model weights bbbbbbbbbbbb, .*a\.h5 by aaaaaaaaaaaa; shards of different models"):
         join_shards([first, other], tmp_path / "mixed.h5")
     assert not (tmp_path / "mixed.h5").exists()
+
+
+def test_a_join_of_joins_checks_the_inner_shards_and_each_shard_joins_once(tiny_file, tmp_path: Path) -> None:
+    a, b, c = tiny_file("a.h5", count=3, seed=1), tiny_file("b.h5", count=4, seed=2), tiny_file("c.h5", count=2, seed=3)
+    outer = join_shards([join_shards([a, b], tmp_path / "ab.h5"), c], tmp_path / "abc.h5")
+    assert read_info(outer).num_samples == 9
+    b.unlink()
+    with pytest.raises(SchemaError, match=r"abc\.h5: .*ab\.h5: shard b\.h5 \(samples 3-6\) is missing"):
+        read_info(outer)
+    with pytest.raises(AugmentorError, match=r"a\.h5: given twice; each shard joins once"):
+        join_shards([a, c, tmp_path / "." / "a.h5"], tmp_path / "twice.h5")
