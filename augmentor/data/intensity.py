@@ -15,10 +15,11 @@ ArrayLike = TypeVar("ArrayLike", np.ndarray, "torch.Tensor")
 def normalise(hu: ArrayLike, window: tuple[float, float]) -> ArrayLike:
     """Clip HU to ``window`` = (low, high) and map it linearly to [-1, 1]."""
     low, high = window
-    scaled = (hu - low) * (2.0 / (high - low)) - 1.0
-    if isinstance(scaled, np.ndarray | np.generic):
-        return np.clip(scaled, -1.0, 1.0)
-    return scaled.clamp(-1.0, 1.0)  # a torch tensor (torch is imported only by callers that use it)
+    if isinstance(hu, np.ndarray | np.generic):
+        return np.clip((hu - low) * (2.0 / (high - low)) - 1.0, -1.0, 1.0)
+    # A torch tensor (torch is imported only by callers that use it); an integer one becomes float32.
+    # One new tensor, then in place: this runs on every batch a DataLoader worker reads.
+    return (hu - low).mul_(2.0 / (high - low)).sub_(1.0).clamp_(-1.0, 1.0)
 
 
 def denormalise(values: ArrayLike, window: tuple[float, float]) -> ArrayLike:

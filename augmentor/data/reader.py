@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 
 from augmentor.data import schema
+from augmentor.data.chunks import ChunkRows
 from augmentor.errors import AugmentorError, SchemaError
 
 # Chunk cache per open file: large enough to keep the chunks of a DataLoader batch (a chunk of
@@ -100,6 +101,11 @@ class H5File:
         self._label_cache: np.ndarray | None = None
         self._id_cache: np.ndarray | None = None
         self._arrays: tuple[np.ndarray, np.ndarray] | None = None
+        # (file identity, {dataset: its chunk positions or None}); a file property, so it is pickled
+        # into workers with the object, and rebuilt if the path now holds another file.
+        self._chunks: tuple[tuple[int, ...], dict[str, ChunkRows | None]] | None = None
+        self._datasets: dict[str, h5py.Dataset] = {}
+        self._datasets_of: h5py.File | None = None
 
     def __len__(self) -> int:
         return self.info.num_samples
@@ -129,6 +135,8 @@ class H5File:
         state["_label_cache"] = None
         state["_id_cache"] = None
         state["_arrays"] = None  # a spawned worker reloads rather than receiving a pickled copy
+        state["_datasets"] = {}
+        state["_datasets_of"] = None
         state["_load_on_open"] = self._arrays is not None
         return state
 
@@ -178,8 +186,9 @@ class H5File:
     def read(self, indices: np.ndarray | list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Read samples by index, in the order given.
 
-        Reads each needed run of indices once in increasing order (h5py's fast path), then
-        restores the requested order.
+        Reads each needed sample once in increasing order, then restores the requested order.
+        Chunks that :mod:`augmentor.data.chunks` can decode are read straight from the file; others
+        one HDF5 read per run of consecutive indices.
 
         Returns:
             images (B, C, H, W) int16, masks (B, H, W) uint8, labels (B,) int64.
@@ -194,14 +203,42 @@ class H5File:
             return images_all[index], masks_all[index], self._labels()[index]
         order = np.argsort(index, kind="stable")
         unique, inverse = np.unique(index[order], return_inverse=True)
-        handle = self.handle
-        images = _read_or_explain(self.path, handle[schema.IMAGES], unique, lambda: _read_rows(handle[schema.IMAGES], unique))
-        masks = _read_or_explain(self.path, handle[schema.MASKS], unique, lambda: _read_rows(handle[schema.MASKS], unique))
+        images = _read_or_explain(self.path, self._dataset(schema.IMAGES), unique, lambda: self._rows(schema.IMAGES, unique))
+        masks = _read_or_explain(self.path, self._dataset(schema.MASKS), unique, lambda: self._rows(schema.MASKS, unique))
         labels = self._labels()[unique]
         restore = np.empty_like(order)
         restore[order] = np.arange(order.size)
         take = inverse[restore]
         return images[take], masks[take], labels[take]
+
+    def index_chunks(self) -> None:
+        """Find where every image and mask chunk lies in the file, for lazy reads that skip HDF5's
+        per-read cost. Done on first lazy read anyway; done before DataLoader workers start, it is
+        done once rather than in every worker."""
+        fd = self.handle.id.get_vfd_handle()
+        stat = os.fstat(fd)
+        identity = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if self._chunks is None or self._chunks[0] != identity:
+            self._chunks = (identity, {name: ChunkRows.of(self.handle, name) for name in (schema.IMAGES, schema.MASKS)})
+
+    def _rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Sorted unique ``rows`` of images or masks, read lazily."""
+        self.index_chunks()
+        assert self._chunks is not None
+        direct = self._chunks[1][name]
+        if direct is None:
+            return _read_rows(self._dataset(name), rows)
+        return direct.read(self.handle.id.get_vfd_handle(), rows)
+
+    def _dataset(self, name: str) -> h5py.Dataset:
+        """``handle[name]``, kept while the handle is: h5py's lookup costs about as much as reading a
+        sample, and lazy reads need two per batch."""
+        handle = self.handle
+        if self._datasets_of is not handle:
+            self._datasets, self._datasets_of = {}, handle
+        if name not in self._datasets:
+            self._datasets[name] = handle[name]
+        return self._datasets[name]
 
 
 def _read_rows(dataset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:

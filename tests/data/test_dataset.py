@@ -35,6 +35,28 @@ def test_window_round_trip() -> None:
     np.testing.assert_allclose(denormalise(normalise(hu, (-160.0, 240.0)), (-160.0, 240.0)), hu)
 
 
+def test_normalise_takes_int16_tensors_and_leaves_its_input_alone() -> None:
+    hu = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16)
+    as_float = hu.float()
+    result = normalise(hu, (-160.0, 240.0))
+    assert result.dtype == torch.float32 and torch.equal(result, normalise(as_float, (-160.0, 240.0)))
+    assert torch.equal(as_float, hu.float())  # not modified in place
+    expected = np.clip((hu.numpy().astype(np.float32) + 160.0) * np.float32(2.0 / 400.0) - 1.0, -1.0, 1.0)
+    np.testing.assert_array_equal(result.numpy(), expected)
+
+
+def test_batched_access_keeps_requested_order_negative_indices_and_range_errors(tiny_file) -> None:
+    dataset = H5Dataset([tiny_file("a.h5", count=5), tiny_file("b.h5", count=4, seed=2)])
+    batch = dataset.__getitems__([8, 0, -1, 5, 0])
+    assert [sample["index"] for sample in batch] == [8, 0, -1, 5, 0]
+    assert torch.equal(batch[2]["image"], dataset[8]["image"]) and torch.equal(batch[1]["image"], batch[4]["image"])
+    assert batch[3]["patient_id"] == dataset.patient_ids()[5]
+    with pytest.raises(IndexError, match="index 9 out of range for 9 samples"):
+        dataset.__getitems__([1, 9])
+    with pytest.raises(IndexError, match="index -10 out of range"):
+        dataset[-10]
+
+
 def test_monai_dictionary_transforms_move_image_and_mask_together(tiny_file) -> None:
     transform = Compose([RandFlipd(keys=["image", "mask"], prob=1.0, spatial_axis=1), RandRotate90d(keys=["image", "mask"], prob=1.0)])
     transform.set_random_state(seed=3)
