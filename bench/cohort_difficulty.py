@@ -9,7 +9,7 @@ stopping on the smoothed validation loss) and the same metrics and intervals -- 
 
 - ``small``: the cohort's published train split (182 liver lesions / 60 lung nodules) less its validation
   patients, with classic augmentation: evaluate's ``classic`` arm, job for job;
-- ``large``: ``--large`` (5 000) lesions of other virtual patients (cohort seed + 1000, the cohort's class
+- ``large``: ``--large`` (5 000) lesions of other virtual patients (cohort seed + 2000, the cohort's class
   proportions), with classic augmentation.
 
 Both arms early-stop on the same validation patients (a patient-level split of the cohort's train
@@ -49,8 +49,7 @@ Run::
 ``--breakdown`` adds recall per lesion variant and size (where the task is hard); ``--set section.key=value``
 changes any other recipe value (``--set train.min_steps=1000``). Cohorts are built
 into (and reused from) ``<cohorts-dir>/<cohort>-seed<k>`` and the large pool into
-``<cohorts-dir>/<cohort>-seed<k>-oracle-seed<k + 1000>`` -- for cohort seed 0 the folders of the evaluate
-recipes, whose oracle pool the large arm enlarges to ``--large`` lesions.
+``<cohorts-dir>/<cohort>-oracle-seed<k + 2000>`` (never the evaluate recipes' oracle pool, seed 1000).
 """
 
 from __future__ import annotations
@@ -79,13 +78,13 @@ from evaluation.arms import Arm, ArmKind, Pool, StageBudget, StagePlan
 from evaluation.inputs import RealData, build_or_reuse_cohort, build_or_reuse_oracle, check_real
 from evaluation.jobs import Job, JobResult, run_jobs
 from evaluation.recipe import EvaluateRecipe
-from evaluation.run import _data_plan, _plan, train_settings
+from evaluation.run import data_plan, plan_arms, train_settings
 from evaluation.training import Task
 
 RECIPES = {"liver-lesions": "evaluate-liver", "lung-nodules": "evaluate-lung"}
 QUICK_RECIPE = "tiny-evaluate"  # tiny network and loop: for smoke runs, not for conclusions
 QUICK_SIZES = {"train": 36, "large": 120, "test": 60}
-LARGE_POOL_SEED_OFFSET = 1000  # the large pool's patients are new people
+LARGE_POOL_SEED_OFFSET = 2000  # the large pool's patients are new people (never evaluate's oracle, seed 1000)
 ARMS = ("small", "large")
 SHOWN = ("sensitivity_macro", "specificity_macro")
 SENSITIVITY_TARGET = (0.70, 0.85)
@@ -182,12 +181,12 @@ def run_cohort(recipe: EvaluateRecipe, arms: Sequence[str], large: int, workers:
     staging = Path(options.cohort_dir).parent
     train_paths, test_paths, _ = build_or_reuse_cohort(options, staging, progress)
     real = check_real(train_paths, test_paths)
-    plan = _plan(recipe, real)  # the validation split and the real counts, as augment evaluate makes them
+    plan = plan_arms(recipe, real)  # the validation split and the real counts, as augment evaluate makes them
     large_counts = split_counts(large, LESION_COHORTS[options.cohort].train_counts)
     large_path = None
     if "large" in arms:
         large_path, _ = build_or_reuse_oracle(options, recipe.arms.oracle_seed, large_counts, staging, progress)
-    data = _data_plan(real, plan, None, large_path)
+    data = data_plan(real, plan, None, large_path)
     budget = StageBudget(recipe.train.epochs, recipe.train.min_steps)
     stages = {
         "small": Arm("small", ArmKind.CLASSIC).stages(plan.real_counts, train=budget, pretrain=budget, pretrain_per_class=()),

@@ -354,7 +354,8 @@ def oracle_train_size(cohort_name: str, needed_per_class: Sequence[int]) -> int:
 def build_or_reuse_oracle(options: DataSection, oracle_seed: int, needed_per_class: Sequence[int], staging: Path, progress: bool) -> tuple[Path, dict[str, Any]]:
     """Real lesions of new virtual patients for the oracle arms: the cohort's train split at ``oracle_seed``.
 
-    Built next to ``data.cohort_dir`` (``<cohort_dir>-oracle-seed<seed>``, reused while it matches) or
+    Built next to ``data.cohort_dir`` (``<cohort name>-oracle-seed<seed>``, shared by every cohort seed's
+    evaluation and reused while it was built with the same size, since the lesions drawn depend on it) or
     inside the report folder.
 
     Returns:
@@ -363,7 +364,7 @@ def build_or_reuse_oracle(options: DataSection, oracle_seed: int, needed_per_cla
     from augmentor.simulate.cohorts import SIMULATOR_VERSION, build_cohort
 
     size = oracle_train_size(options.cohort, needed_per_class)
-    directory = Path(f"{options.cohort_dir}-oracle-seed{oracle_seed}") if options.cohort_dir else staging / "inputs" / "oracle"
+    directory = Path(options.cohort_dir).parent / f"{options.cohort}-oracle-seed{oracle_seed}" if options.cohort_dir else staging / "inputs" / "oracle"
     path = directory / "train.h5"
     reuse = False
     if path.exists():
@@ -373,7 +374,7 @@ def build_or_reuse_oracle(options: DataSection, oracle_seed: int, needed_per_cla
             details.get("cohort") == options.cohort
             and provenance.get("seed") == oracle_seed
             and details.get("simulator_version") == SIMULATOR_VERSION
-            and int(details.get("train_size") or 0) >= size
+            and int(details.get("train_size") or 0) == size  # the lesions drawn depend on the size: reuse only the same
         )
     if not reuse:
         build_cohort(options.cohort, directory, seed=oracle_seed, train_size=size, test_size=1, overwrite=True, progress=progress)

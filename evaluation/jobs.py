@@ -335,7 +335,9 @@ def store(folder: Path | None, job: Job, result: JobResult) -> None:
     """Store a result atomically (write aside, then rename)."""
     if folder is None:
         return
-    from augmentor.data.writer import temporary_path
+    import io
+
+    from augmentor.atomic import write_bytes_atomic
 
     folder.mkdir(parents=True, exist_ok=True)
     meta_path, array_path = _cache_files(folder, job.content_hash())
@@ -343,13 +345,10 @@ def store(folder: Path | None, job: Job, result: JobResult) -> None:
     arrays.update({f"first/{k}": v for k, v in result.first_stage_outputs.items()})
     if result.state_dict is not None:
         arrays.update({f"weights/{k}": v.numpy() for k, v in result.state_dict.items()})
-    temporary = temporary_path(array_path)
-    with open(temporary, "wb") as stream:
-        np.savez(stream, allow_pickle=False, **arrays)
-    os.replace(temporary, array_path)
-    temporary = temporary_path(meta_path)
-    temporary.write_text(json.dumps({"key": list(job.key), "logs": result.logs, "seconds": result.seconds}))
-    os.replace(temporary, meta_path)
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=False, **arrays)
+    write_bytes_atomic(array_path, buffer.getvalue())  # the arrays first: the JSON marks the entry complete
+    write_bytes_atomic(meta_path, json.dumps({"key": list(job.key), "logs": result.logs, "seconds": result.seconds}).encode())
 
 
 # ------------------------------------------------------------------------------------------ run ----

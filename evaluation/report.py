@@ -126,7 +126,8 @@ def _paired_table(section: Mapping[str, Any], names: Sequence[str]) -> str:
     return text
 
 
-def _format_efficiency(value: Mapping[str, Any] | None) -> str:
+def format_efficiency(value: Mapping[str, Any] | None) -> str:
+    """An efficiency entry as text: ``0.42 [0.10, 0.80]``, or why it is undefined."""
     if not value:
         return "–"
     if not value.get("defined"):
@@ -141,7 +142,7 @@ def _efficiency_rows(section: Mapping[str, Any], names: Sequence[str]) -> list[l
             if name in entry:
                 value = entry[name]
                 rows.append([ratio, name, f"{value['synthetic_delta']:+.3f}" if value["synthetic_delta"] is not None else "–",
-                             f"{value['oracle_delta']:+.3f}" if value["oracle_delta"] is not None else "–", _format_efficiency(value)])
+                             f"{value['oracle_delta']:+.3f}" if value["oracle_delta"] is not None else "–", format_efficiency(value)])
     return rows
 
 
@@ -324,7 +325,7 @@ def _summary(report: Mapping[str, Any]) -> str:
             d = values[metric]
             line = f"<li>{html.escape(task)} — <b>{html.escape(arm)}</b>: Δ {html.escape(metric)} {_format_difference(d)}: {_verdict(d)} classic augmentation"
             if arm in efficiency:
-                line += f"; efficiency {_format_efficiency(efficiency[arm])}"
+                line += f"; efficiency {format_efficiency(efficiency[arm])}"
             lines.append(line + ".</li>")
     for task, metric in (("classification", "sensitivity_macro"), ("segmentation", "dice_mean")):
         section = report.get(task)

@@ -92,7 +92,7 @@ def _check_output(out: Path, overwrite: bool) -> None:
         raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
 
 
-def _plan(recipe: EvaluateRecipe, real: RealData) -> Plan:
+def plan_arms(recipe: EvaluateRecipe, real: RealData) -> Plan:
     split = validation_split(real.train_labels, real.train_patients, recipe.data.validation_fraction, recipe.data.split_seed)
     num_classes = real.info.num_classes
     train_labels = real.train_labels[split.train]
@@ -177,7 +177,7 @@ def _by_class(paths: Sequence[str], num_classes: int) -> tuple[np.ndarray, ...]:
     return tuple(np.flatnonzero(labels == c) for c in range(num_classes))
 
 
-def _data_plan(real: RealData, plan: Plan, synthetic: SyntheticData | None, oracle: Path | None) -> DataPlan:
+def data_plan(real: RealData, plan: Plan, synthetic: SyntheticData | None, oracle: Path | None) -> DataPlan:
     from augmentor.data.provenance import sha256_file
 
     pool_paths = tuple(str(p) for p in synthetic.paths) if synthetic else ()
@@ -592,7 +592,7 @@ def _evaluate(recipe: EvaluateRecipe, out: Path, *, overwrite: bool, progress: b
         _precheck_synthetic(recipe)
     else:
         real = check_real(recipe.data.train, recipe.data.test)
-        plan = _plan(recipe, real)
+        plan = plan_arms(recipe, real)
         synthetic = _check_synthetic(recipe, real, plan)
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -605,7 +605,7 @@ def _evaluate(recipe: EvaluateRecipe, out: Path, *, overwrite: bool, progress: b
             train_paths, test_paths, cohort_record = build_or_reuse_cohort(recipe.data, staging, progress)
             real = check_real(train_paths, test_paths)
             real.cohort = cohort_record
-            plan = _plan(recipe, real)
+            plan = plan_arms(recipe, real)
             synthetic = _check_synthetic(recipe, real, plan)
         assert real is not None and plan is not None
         if synthetic is not None and synthetic.model_path is not None:
@@ -615,7 +615,7 @@ def _evaluate(recipe: EvaluateRecipe, out: Path, *, overwrite: bool, progress: b
             oracle_path, oracle_record = build_or_reuse_oracle(recipe.data, recipe.arms.oracle_seed, plan.oracle_needed, staging, progress)
 
         # 3-4. Train every (task, arm, seed) and the feature network.
-        data = _data_plan(real, plan, synthetic, oracle_path)
+        data = data_plan(real, plan, synthetic, oracle_path)
         with_features = synthetic is not None and (recipe.fidelity.enabled or recipe.memorisation.enabled)
         jobs = _jobs(recipe, plan, data, with_features, network_factory)
         cache = Path(recipe.train.cache) if recipe.train.cache else None

@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from evaluation.report import format_efficiency
+
 SUMMARY_FORMAT = "augmentor-evaluation-summary"
 SUMMARY_JSON = "summary.json"
 CLASSIFICATION_COLUMNS = ("sensitivity_macro", "specificity_macro", "auc_macro")
@@ -96,14 +98,6 @@ def _cell(value: Mapping[str, Any] | None, signed: bool = False) -> str:
     return text
 
 
-def _efficiency_cell(value: Mapping[str, Any] | None) -> str:
-    if not value:
-        return ""
-    if not value.get("defined"):
-        return "undefined (oracle Δ not significant)"
-    return f"{value['estimate']:.2f} [{value['low']:.2f}, {value['high']:.2f}]"
-
-
 def markdown(summary: Mapping[str, Any]) -> str:
     """The README tables of one summary."""
     lines: list[str] = []
@@ -124,7 +118,7 @@ def markdown(summary: Mapping[str, Any]) -> str:
             row = [arm["name"], *(_cell(arm[name]) for name in names)]
             row += [_cell((arm.get("vs_classic") or {}).get(name), signed=True) for name in names[:2]]
             if with_efficiency:
-                row.append(_efficiency_cell(efficiency.get(arm["name"], {}).get(names[0])))
+                row.append(format_efficiency(efficiency.get(arm["name"], {}).get(names[0])) if arm["name"] in efficiency else "")
             bound = arm.get("budget_bound_seeds") or []
             row.append(f"{len(bound)} of {len(seeds)}" if bound else "none")
             lines.append("| " + " | ".join(row) + " |")
