@@ -38,7 +38,7 @@ from evaluation.training import Samples, Task, TrainingStage, TrainSettings, pre
 
 # Bump when a change to the training, data or metric code changes what a job computes: cached results
 # of older versions are then ignored.
-JOB_VERSION = "jobs-2"
+JOB_VERSION = "jobs-3"
 
 # Files that decode to more than this are read from disk for the indices a job needs rather than held in
 # memory whole (60 000 64x64 lesions with masks decode to ~740 MB; one copy per worker process adds up).
@@ -67,7 +67,7 @@ class DataPlan:
         num_labels: mask labels including background.
         structure_names: names of mask labels 1...
         spacing_mm: pixel spacing of the test data.
-        file_hashes: SHA-256 of every file above, by path (the cache key's data part).
+        file_hashes: :func:`content_hash` of every file above, by path (the cache key's data part).
     """
 
     train_paths: tuple[str, ...]
@@ -167,6 +167,22 @@ class JobResult:
     state_dict: dict[str, torch.Tensor] | None = None
     first_stage_outputs: dict[str, np.ndarray] = field(default_factory=dict)
     cached: bool = False
+
+
+def content_hash(path: str | Path, block: int = 4096) -> str:
+    """SHA-256 of a file's samples (images, masks, labels), not of its bytes: a file written again with the
+    same samples (a regenerated pool, a rebuilt cohort, whose provenance records a new time) hashes the same,
+    so its cached jobs stay valid."""
+    file = H5File(path)
+    digest = hashlib.sha256()
+    try:
+        for start in range(0, len(file), block):
+            images, masks, labels = file.read(np.arange(start, min(start + block, len(file))))
+            for array in (images, masks, labels):
+                digest.update(np.ascontiguousarray(array).tobytes())
+    finally:
+        file.close()
+    return digest.hexdigest()
 
 
 def _array_hash(values: np.ndarray) -> str:

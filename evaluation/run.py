@@ -178,13 +178,12 @@ def _by_class(paths: Sequence[str], num_classes: int) -> tuple[np.ndarray, ...]:
 
 
 def data_plan(real: RealData, plan: Plan, synthetic: SyntheticData | None, oracle: Path | None) -> DataPlan:
-    from augmentor.data.provenance import sha256_file
+    from evaluation.jobs import content_hash
 
     pool_paths = tuple(str(p) for p in synthetic.paths) if synthetic else ()
     oracle_paths = (str(oracle),) if oracle is not None else ()
     num_classes = real.info.num_classes
-    hashes = {str(f.path): f.sha256 for f in [*real.train, *real.test]}
-    hashes.update({path: sha256_file(path) for path in (*pool_paths, *oracle_paths)})
+    hashes = {path: content_hash(path) for path in (*(str(p) for p in real.train_paths), *(str(p) for p in real.test_paths), *pool_paths, *oracle_paths)}
     channels, height, _ = real.info.image_shape
     return DataPlan(
         train_paths=tuple(str(p) for p in real.train_paths),

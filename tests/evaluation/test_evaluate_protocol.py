@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from augmentor.data.provenance import sha256_file, sha256_text
 from augmentor.data.reader import H5File
@@ -81,3 +82,30 @@ def test_the_reference_row_and_convergence_record_are_reported(tiny_inputs: Any,
     assert classification["budget_bound"]["real"] == [0, 1]
     assert "class='warning'" in (tmp_path / "r" / "report.html").read_text()
     assert sha256_file(tiny_inputs.train)  # inputs untouched
+
+
+@pytest.mark.slow
+def test_the_tiny_recipe_runs_as_shipped(tmp_path: Path, monkeypatch: Any) -> None:
+    # As a new user would: no overrides; it builds its tiny cohort and oracle, generates from the shipped model.
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["evaluate", "tiny-evaluate", "--out", "r"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["classification"]["efficiency"] and report["inputs"]["oracle"]["lesions"] > 0
+
+
+def test_the_cache_key_follows_the_samples_not_the_file_bytes(tiny_file: Callable[..., Path]) -> None:
+    from augmentor.data.provenance import sha256_file
+    from evaluation.jobs import content_hash
+
+    import h5py
+
+    first, again, other = tiny_file("a.h5", seed=3), tiny_file("b.h5", seed=3), tiny_file("c.h5", seed=4)
+    with h5py.File(again, "r+") as handle:  # the same samples, written again at another time
+        handle.attrs["provenance"] = handle.attrs["provenance"].replace('"created": "', '"created": "later ')
+    assert sha256_file(first) != sha256_file(again)
+    assert content_hash(first) == content_hash(again) != content_hash(other)
