@@ -130,10 +130,12 @@ def markdown(summary: Mapping[str, Any]) -> str:
         lines.append("")
     runtime = summary.get("runtime_s")
     cohort = summary.get("cohort") or {}
+    jobs = summary.get("jobs") or {}
+    cached = f", {jobs['from_cache']} of {jobs['total']} jobs from the cache" if jobs.get("from_cache") else ""
     lines.append(
         f"Mean over {len(seeds)} seeds [95 % CI]; cohort `{cohort.get('name')}` seed {cohort.get('seed')}; "
         f"generator `{(summary.get('model') or {}).get('name')}` (weights SHA-256 {str((summary.get('model') or {}).get('weights_sha256'))[:12]}…); "
-        f"run time {runtime / 60:.0f} min." if runtime else ""
+        f"run time {runtime / 60:.0f} min{cached}." if runtime else ""
     )
     return "\n".join(lines).rstrip() + "\n"
 
