@@ -99,10 +99,10 @@ def test_the_tiny_recipe_runs_as_shipped(tmp_path: Path, monkeypatch: Any) -> No
 
 
 def test_the_cache_key_follows_the_samples_not_the_file_bytes(tiny_file: Callable[..., Path]) -> None:
+    import h5py
+
     from augmentor.data.provenance import sha256_file
     from evaluation.jobs import content_hash
-
-    import h5py
 
     first, again, other = tiny_file("a.h5", seed=3), tiny_file("b.h5", seed=3), tiny_file("c.h5", seed=4)
     with h5py.File(again, "r+") as handle:  # the same samples, written again at another time
