@@ -13,16 +13,9 @@ from augmentor.data.dataset import H5Dataset
 from augmentor.data.reader import H5File, read_info
 from augmentor.errors import SchemaError
 from cli import app
+from tests.one_line import assert_one_line_error
 
 runner = CliRunner()
-
-
-def assert_one_line_error(result: object, *fragments: str) -> None:
-    output = result.output  # type: ignore[attr-defined]
-    assert result.exit_code == 2, output  # type: ignore[attr-defined]
-    assert output.startswith("error: ") and output.count("\n") == 1, output
-    for fragment in fragments:
-        assert fragment in output, (fragment, output)
 
 
 def test_flipped_bytes_in_a_sample_are_one_line_errors(tiny_file, flip_sample_bytes, tmp_path: Path) -> None:

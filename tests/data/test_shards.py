@@ -16,6 +16,7 @@ from augmentor.data.reader import H5File, read_info
 from augmentor.data.shards import join_shards
 from augmentor.errors import AugmentorError, SchemaError
 from cli import app
+from tests.one_line import assert_one_line_error
 
 runner = CliRunner()
 
@@ -47,14 +48,6 @@ def test_join_refuses_mismatched_shards(tiny_file, tmp_path: Path) -> None:
     with pytest.raises(SchemaError, match="class_names"):
         join_shards([first, other], tmp_path / "joined.h5")
     assert not (tmp_path / "joined.h5").exists()
-
-
-def assert_one_line_error(result: object, *fragments: str) -> None:
-    output = result.output  # type: ignore[attr-defined]
-    assert result.exit_code == 2, output  # type: ignore[attr-defined]
-    assert output.startswith("error: ") and output.count("\n") == 1, output
-    for fragment in fragments:
-        assert fragment in output, (fragment, output)
 
 
 def test_a_deleted_shard_is_an_error_not_zeros(tiny_file, tmp_path: Path) -> None:
