@@ -40,7 +40,7 @@ from evaluation.training import Samples, Task, TrainingStage, TrainSettings, pre
 
 # Bump when a change to the training, data or metric code changes what a job computes: cached results
 # of older versions are then ignored.
-JOB_VERSION = "jobs-3"
+JOB_VERSION = "jobs-4"
 
 # Files that decode to more than this are read from disk for the indices a job needs rather than held in
 # memory whole (60 000 64x64 lesions with masks decode to ~740 MB; one copy per worker process adds up).
