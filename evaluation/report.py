@@ -69,20 +69,18 @@ def _plain(value: Any) -> Any:
 # ------------------------------------------------------------------------------------------- html ----
 
 
-def _format(value: Mapping[str, Any] | None, digits: int = 3) -> str:
+def format_interval(value: Mapping[str, Any] | None, *, signed: bool = False, digits: int = 3, empty: str = "–") -> str:
+    """An estimate with its interval as text: ``0.717 [0.680, 0.755]`` (``signed``: ``+0.012 [-0.030, +0.054]``),
+    with the p-value when the entry has one; ``empty`` when there is no estimate."""
     if not value or value.get("estimate") is None:
-        return "–"
-    text = f"{value['estimate']:.{digits}f}"
+        return empty
+    form = f"{{:{'+' if signed else ''}.{digits}f}}"
+    text = form.format(value["estimate"])
     if value.get("low") is not None and value.get("high") is not None:
-        text += f" [{value['low']:.{digits}f}, {value['high']:.{digits}f}]"
+        text += f" [{form.format(value['low'])}, {form.format(value['high'])}]"
+    if value.get("p_value") is not None:
+        text += f", p = {value['p_value']:.3g}"
     return text
-
-
-def _format_difference(value: Mapping[str, Any] | None) -> str:
-    if not value or value.get("estimate") is None:
-        return "–"
-    p = value.get("p_value")
-    return f"{value['estimate']:+.3f} [{value['low']:+.3f}, {value['high']:+.3f}]" + (f", p = {p:.3g}" if p is not None else "")
 
 
 def _number(value: Any, digits: int = 3) -> str:
@@ -106,7 +104,7 @@ def _image(png: bytes | None, alt: str) -> str:
 
 
 def _metric_table(section: Mapping[str, Any], names: Sequence[str]) -> str:
-    rows = [[arm["name"], *(_format(section["metrics"][arm["name"]][m]) for m in names)] for arm in section["arms"]]
+    rows = [[arm["name"], *(format_interval(section["metrics"][arm["name"]][m]) for m in names)] for arm in section["arms"]]
     return _table(["arm", *names], rows)
 
 
@@ -115,13 +113,13 @@ def _paired_table(section: Mapping[str, Any], names: Sequence[str]) -> str:
     text = ""
     versus_classic = section.get("paired_differences_vs_classic", {})
     if versus_classic:
-        rows = [[arm, *(_format_difference(versus_classic[arm][m]) for m in names)] for arm in versus_classic if arm != "baseline"]
+        rows = [[arm, *(format_interval(versus_classic[arm][m], signed=True) for m in names)] for arm in versus_classic if arm != "baseline"]
         text += "<p>What synthetic (and oracle) data add on top of classic augmentation:</p>"
         text += _table(["arm − classic", *(f"Δ {m}" for m in names)], rows)
     paired = section.get("paired_differences", {})
     if not paired:
         return text + "<p class='note'>No 'real' arm: no paired differences against real only.</p>"
-    rows = [[arm, *(_format_difference(paired[arm][m]) for m in names)] for arm in paired if arm != "baseline"]
+    rows = [[arm, *(format_interval(paired[arm][m], signed=True) for m in names)] for arm in paired if arm != "baseline"]
     text += "<p>Against real only:</p>" + _table(["arm − real", *(f"Δ {m}" for m in names)], rows)
     return text
 
@@ -195,10 +193,10 @@ def _fidelity_html(fidelity: Mapping[str, Any], report: Mapping[str, Any]) -> st
     text = _table(header, rows)
     tstr = report.get("classification", {}).get("metrics", {}).get("synthetic-only")
     if tstr:
-        text += f"<p>Train on synthetic, test on real (arm <code>synthetic-only</code>): accuracy {_format(tstr['accuracy'])}, macro AUC {_format(tstr['auc_macro'])}"
+        text += f"<p>Train on synthetic, test on real (arm <code>synthetic-only</code>): accuracy {format_interval(tstr['accuracy'])}, macro AUC {format_interval(tstr['auc_macro'])}"
         real = report["classification"]["metrics"].get("real")
         if real:
-            text += f" (real only: accuracy {_format(real['accuracy'])}, macro AUC {_format(real['auc_macro'])})"
+            text += f" (real only: accuracy {format_interval(real['accuracy'])}, macro AUC {format_interval(real['auc_macro'])})"
         text += ".</p>"
     method = fidelity.get("method", "Compare each synthetic row with the real-test floor of the same size.")
     text += f"<p class='note'>{html.escape(method)} {html.escape(fidelity['feature_extractor'])} Reference: {html.escape(fidelity['reference'])}.</p>"
@@ -323,7 +321,7 @@ def _summary(report: Mapping[str, Any]) -> str:
             if arm == "baseline" or metric not in values or values[metric]["estimate"] is None:
                 continue
             d = values[metric]
-            line = f"<li>{html.escape(task)} — <b>{html.escape(arm)}</b>: Δ {html.escape(metric)} {_format_difference(d)}: {_verdict(d)} classic augmentation"
+            line = f"<li>{html.escape(task)} — <b>{html.escape(arm)}</b>: Δ {html.escape(metric)} {format_interval(d, signed=True)}: {_verdict(d)} classic augmentation"
             if arm in efficiency:
                 line += f"; efficiency {format_efficiency(efficiency[arm])}"
             lines.append(line + ".</li>")
@@ -332,7 +330,7 @@ def _summary(report: Mapping[str, Any]) -> str:
         for arm, values in ((section or {}).get("paired_differences") or {}).items():
             if arm == "baseline" or metric not in values or values[metric]["estimate"] is None:
                 continue
-            lines.append(f"<li class='note'>{html.escape(task)} — {html.escape(arm)} vs real only: Δ {html.escape(metric)} {_format_difference(values[metric])}.</li>")
+            lines.append(f"<li class='note'>{html.escape(task)} — {html.escape(arm)} vs real only: Δ {html.escape(metric)} {format_interval(values[metric], signed=True)}.</li>")
     return text + ("<ul>" + "".join(lines) + "</ul>" if lines else "<p class='note'>No paired comparison.</p>")
 
 
@@ -350,7 +348,7 @@ def render_html(report: Mapping[str, Any], figures: Mapping[str, np.ndarray]) ->
         reference = classification.get("reference")
         if reference:
             parts["headline"] += f"<p>Reference: {html.escape(reference['name'])} ({html.escape(reference['note'])}).</p>" + _table(
-                ["reference", *headline], [[reference["name"], *(_format(reference["metrics"][m]) for m in headline)]]
+                ["reference", *headline], [[reference["name"], *(format_interval(reference["metrics"][m]) for m in headline)]]
             )
         parts["efficiency"] = _efficiency_html(classification)
         parts["paired"] = _paired_table(classification, headline) + _image(plots.forest_plot(classification, headline, confidence), "forest plot")
@@ -462,11 +460,11 @@ def headline_rows(section: Mapping[str, Any]) -> list[list[str]]:
         name = arm["name"]
         cells = [name]
         for metric in section["headline_metrics"]:
-            text = _format(section["metrics"][name][metric])
+            text = format_interval(section["metrics"][name][metric])
             if name in paired:
-                text += f"\nΔ {_format_difference(paired[name][metric])}"
+                text += f"\nΔ {format_interval(paired[name][metric], signed=True)}"
             if name in versus_classic:
-                text += f"\nΔc {_format_difference(versus_classic[name][metric])}"
+                text += f"\nΔc {format_interval(versus_classic[name][metric], signed=True)}"
             cells.append(text)
         rows.append(cells)
     return rows
@@ -500,7 +498,7 @@ def print_headline(report_json_path: Path) -> None:
         console.print(table)
         reference = section.get("reference")
         if reference:
-            console.print(f"reference ({reference['name']}): " + ", ".join(f"{m} {_format(reference['metrics'][m])}" for m in section["headline_metrics"]))
+            console.print(f"reference ({reference['name']}): " + ", ".join(f"{m} {format_interval(reference['metrics'][m])}" for m in section["headline_metrics"]))
         names = [m for m in section["headline_metrics"] if m not in section.get("lower_is_better", [])]
         for row in _efficiency_rows(section, names):
             console.print(f"efficiency {row[0]} {row[1]}: Δ synthetic {row[2]}, Δ oracle {row[3]} -> {row[4]}")

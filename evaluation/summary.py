@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from evaluation.report import format_efficiency
+from evaluation.report import format_efficiency, format_interval
 
 SUMMARY_FORMAT = "augmentor-evaluation-summary"
 SUMMARY_JSON = "summary.json"
@@ -88,16 +88,6 @@ def write_summary(report: Mapping[str, Any], path: Path) -> None:
     path.write_text(json.dumps(summarise(report), indent=1) + "\n")
 
 
-def _cell(value: Mapping[str, Any] | None, signed: bool = False) -> str:
-    if not value or value.get("estimate") is None:
-        return ""
-    form = "{:+.3f}" if signed else "{:.3f}"
-    text = form.format(value["estimate"])
-    if value.get("low") is not None and value.get("high") is not None:
-        text += f" [{form.format(value['low'])}, {form.format(value['high'])}]"
-    return text
-
-
 def markdown(summary: Mapping[str, Any]) -> str:
     """The README tables of one summary."""
     lines: list[str] = []
@@ -115,8 +105,8 @@ def markdown(summary: Mapping[str, Any]) -> str:
         header.append("budget-bound seeds")
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for arm in section["arms"]:
-            row = [arm["name"], *(_cell(arm[name]) for name in names)]
-            row += [_cell((arm.get("vs_classic") or {}).get(name), signed=True) for name in names[:2]]
+            row = [arm["name"], *(format_interval(arm[name], empty="") for name in names)]
+            row += [format_interval((arm.get("vs_classic") or {}).get(name), signed=True, empty="") for name in names[:2]]
             if with_efficiency:
                 row.append(format_efficiency(efficiency.get(arm["name"], {}).get(names[0])) if arm["name"] in efficiency else "")
             bound = arm.get("budget_bound_seeds") or []
@@ -124,7 +114,7 @@ def markdown(summary: Mapping[str, Any]) -> str:
             lines.append("| " + " | ".join(row) + " |")
         reference = section.get("reference")
         if reference:
-            row = [f"reference: {reference['name']}", *(_cell(reference.get(name)) for name in names)]
+            row = [f"reference: {reference['name']}", *(format_interval(reference.get(name), empty="") for name in names)]
             row += [""] * (len(header) - len(row))
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
