@@ -1,5 +1,6 @@
 """Classic augmentation per batch: the batched tensor version (evaluation/batch_augmentation.py) against the
-per-sample MONAI ``Compose`` of dictionary transforms (evaluation/augmentation.py), on the same batch.
+per-sample MONAI ``Compose`` of dictionary transforms (the way the evaluation used to augment, kept here
+as the baseline), on the same batch.
 
 The default recipe's ``[augmentation]`` section, a batch of 32 64×64 lesion-like samples (image and
 mask), one torch thread, plain tensors on the MONAI side (no MetaTensor bookkeeping, as the evaluation
@@ -12,19 +13,77 @@ so drifting machine load hits both alike; the figures are medians over ``--repea
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evaluation.augmentation import classic_augmentation
 from evaluation.batch_augmentation import BatchAugmentation
 from evaluation.recipe import AugmentationSection
+
+KEYS = ("image", "mask")
+
+
+def monai_per_sample(options: AugmentationSection, image_size: int) -> Any:
+    """A MONAI ``Compose`` of random dictionary transforms (seed it with ``set_random_state``).
+
+    Args:
+        options: the recipe's ``[augmentation]`` section.
+        image_size: height = width of the samples (the affine grid is cached for it).
+
+    Returns:
+        A callable on sample dicts with ``image`` (C, H, W) and ``mask`` (1, H, W) tensors.
+    """
+    from monai.transforms import (
+        Compose,
+        Rand2DElasticd,
+        RandAffined,
+        RandFlipd,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+    )
+
+    keys = list(KEYS)
+    transforms: list[Any] = []
+    if options.flip:
+        transforms += [RandFlipd(keys, prob=0.5, spatial_axis=0), RandFlipd(keys, prob=0.5, spatial_axis=1)]
+    if options.affine_probability > 0 and (options.rotate_degrees > 0 or options.scale > 0):
+        transforms.append(
+            RandAffined(
+                keys,
+                prob=options.affine_probability,
+                rotate_range=math.radians(options.rotate_degrees),
+                scale_range=options.scale,
+                mode=("bilinear", "nearest"),
+                padding_mode="border",  # ROIs sit inside tissue: repeat the edge rather than insert air
+                spatial_size=(image_size, image_size),
+                cache_grid=True,
+            )
+        )
+    if options.elastic_probability > 0 and options.elastic_magnitude > 0:
+        transforms.append(
+            Rand2DElasticd(
+                keys,
+                spacing=(max(image_size // 4, 2),) * 2,  # a 4x4 grid of control points
+                magnitude_range=(0.0, options.elastic_magnitude),
+                prob=options.elastic_probability,
+                mode=("bilinear", "nearest"),
+                padding_mode="border",
+                spatial_size=(image_size, image_size),
+            )
+        )
+    if options.intensity_shift > 0:
+        transforms.append(RandShiftIntensityd(["image"], offsets=options.intensity_shift, prob=0.5))
+    if options.intensity_scale > 0:
+        transforms.append(RandScaleIntensityd(["image"], factors=options.intensity_scale, prob=0.5))
+    return Compose(transforms)
 
 
 def lesion_batch(batch_size: int, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,7 +121,7 @@ def main() -> None:
 
     options = AugmentationSection()
     images, masks = lesion_batch(args.batch_size, args.image_size)
-    monai_transform = classic_augmentation(options, args.image_size)
+    monai_transform = monai_per_sample(options, args.image_size)
     monai_transform.set_random_state(seed=0)
     samples = [{"image": image, "mask": mask[None]} for image, mask in zip(images, masks, strict=True)]
 

@@ -2,8 +2,8 @@
 
 One file per idea: :mod:`~evaluation.recipe` (the ``evaluate`` recipe), :mod:`~evaluation.inputs` (real and
 synthetic inputs), :mod:`~evaluation.leakage` (refusals), :mod:`~evaluation.splits` (patient-level validation
-split), :mod:`~evaluation.arms` (what each arm trains on), :mod:`~evaluation.augmentation` (classic MONAI
-augmentation), :mod:`~evaluation.models` (downstream networks), :mod:`~evaluation.training` (the loop with early
+split), :mod:`~evaluation.arms` (what each arm trains on), :mod:`~evaluation.batch_augmentation` (classic
+augmentation on whole batches), :mod:`~evaluation.models` (downstream networks), :mod:`~evaluation.training` (the loop with early
 stopping), :mod:`~evaluation.jobs` ((arm, seed) jobs, in process or in a pool), :mod:`~evaluation.metrics`,
 :mod:`~evaluation.bootstrap` (intervals, paired differences, p-values), :mod:`~evaluation.fidelity`,
 :mod:`~evaluation.memorisation`, :mod:`~evaluation.plots`, :mod:`~evaluation.report` and :mod:`~evaluation.run`

@@ -1,6 +1,6 @@
 """Classic augmentation on whole batches of tensors: the recipe's ``[augmentation]`` section, on the device.
 
-The same transforms as ``evaluation/augmentation.py`` (MONAI dictionary transforms, one sample at a time),
+The same transforms as ``bench/augmentation.py``'s baseline (MONAI dictionary transforms, one sample at a time),
 as a few batched tensor operations: random flips, rotation + zoom, a coarse elastic deformation (the
 spatial part, applied to image and mask together), then an intensity shift and scaling (image only).
 
@@ -35,7 +35,7 @@ Flips are permutations, not resamplings: they are applied exactly, before the gr
 MONAI's flip → affine → elastic order), so a flipped-only sample is an exact copy. A sample drawn neither
 affine nor elastic is passed through unresampled (bit for bit), as MONAI passes it.
 
-Differences from ``evaluation/augmentation.py`` (the per-sample MONAI Compose): MONAI's ``RandAffine``
+Differences from ``bench/augmentation.py``'s baseline (the per-sample MONAI Compose): MONAI's ``RandAffine``
 given a single ``scale_range`` stretches the rows only (it pads the missing column factor with 1); here the
 zoom is isotropic, as the recipe says. MONAI upsamples the control points' positions (plus their
 displacements) bicubically, and PyTorch's bicubic kernel (a = -0.75) does not reproduce a linear ramp, so
@@ -61,7 +61,7 @@ CONTROL = 11  # then 2 · n · n values, the elastic control points' normal draw
 
 
 def elastic_spacing(image_size: int) -> int:
-    """Pixels between the elastic control points (as ``evaluation/augmentation.py`` gives MONAI)."""
+    """Pixels between the elastic control points (as ``bench/augmentation.py``'s baseline gives MONAI)."""
     return max(image_size // 4, 2)
 
 
