@@ -90,14 +90,22 @@ def train_command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N (default: CUDA when available).")] = None,
     overwrite: Overwrite = False,
+    distributed: Annotated[bool, typer.Option("--distributed", help="Print the torchrun lines that run this training on several GPUs or nodes, and exit.")] = False,
 ) -> None:
     """Train a class-conditional GAN of lesion images with masks (cGAN or WGAN-GP)."""
     from augmentor.recipes import load_recipe
+    from augmentor.training.distributed import distributed_instructions, environment_world
     from augmentor.training.run import train
 
     gan_recipe = load_recipe(recipe, overrides or [], expect="gan")
+    if distributed:
+        arguments = [recipe, "--data", str(data), "--out", str(out), *(f"--set={item}" for item in overrides or [])]
+        arguments += [flag for flag, on in (("--resume", resume), ("--overwrite", overwrite)) if on] + (["--device", device] if device else [])
+        typer.echo(distributed_instructions(arguments, gan_recipe.train.batch_size))
+        return
     model_dir = train(gan_recipe, data, out, resume=resume, overwrite=overwrite, device=device)
-    typer.echo(f"wrote {model_dir / 'model.safetensors'} and {model_dir / 'model.json'}")
+    if environment_world().is_main:  # under torchrun, rank 0 wrote the model
+        typer.echo(f"wrote {model_dir / 'model.safetensors'} and {model_dir / 'model.json'}")
 
 
 @app.command("cohort")

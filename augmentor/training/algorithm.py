@@ -8,6 +8,12 @@ synchronisation per step; ``train_step(batch)`` is the same step returning plain
 A batch is a dict with the sample keys of :class:`augmentor.data.schema.SampleKey`: ``image``
 (B, C, H, W) in [-1, 1], ``mask`` (B, 1, H, W) labels (> 0 is lesion) and ``label`` (B,) class indices,
 already on the algorithm's device.
+
+Data-parallel training (:mod:`augmentor.training.distributed`): after :meth:`AdversarialAlgorithm.distribute`,
+a batch holds this rank's rows of the global batch, losses whose parameter gradients are wanted go
+through the DDP wrappers (``generator_replica``, ``discriminator_replica``), and every random draw is
+made for the global batch with this rank keeping its rows. In one process the replicas are the networks
+themselves and every draw is exactly what it was.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from torch import nn
 from augmentor.data.schema import SampleKey
 from augmentor.training.device import Precision
 from augmentor.training.diffaugment import DiffAugment
+from augmentor.training.distributed import SINGLE_PROCESS, Distributed, data_parallel, use_global_batch_norm
 
 Batch = Mapping[str, torch.Tensor]
 
@@ -83,8 +90,12 @@ class AdversarialAlgorithm(ABC):
         device: torch.device,
     ) -> None:
         self.device = device
+        # channels_last on GPUs: the layout cuDNN's convolution kernels (and tensor cores) run fastest on.
         self.generator = generator.to(device).train()
         self.discriminator = discriminator.to(device).train()
+        if device.type == "cuda":
+            self.generator.to(memory_format=torch.channels_last)
+            self.discriminator.to(memory_format=torch.channels_last)
         self.latent_dim = int(generator.latent_dim)  # type: ignore[arg-type]
         self.augment = augment
         self.precision = precision
@@ -94,12 +105,38 @@ class AdversarialAlgorithm(ABC):
         self.discriminator_scaler = precision.grad_scaler()
         self.random = torch.Generator(device=device)
         self.random.manual_seed(seed)
+        self.world: Distributed = SINGLE_PROCESS
+        # What the losses call when they need parameter gradients (DDP wrappers once distributed).
+        self.generator_replica: nn.Module = self.generator
+        self.discriminator_replica: nn.Module = self.discriminator
+
+    def distribute(self, world: Distributed) -> None:
+        """Train as one rank of ``world``: global BatchNorm statistics, DDP wrappers, per-sample draws.
+
+        Call after anything that copies the networks (the EMA), since BatchNorm layers are swapped in place.
+        """
+        if not world.is_distributed:
+            return
+        self.world = world
+        use_global_batch_norm(self.generator)
+        use_global_batch_norm(self.discriminator)
+        self.generator_replica = data_parallel(self.generator, world, self.device)
+        self.discriminator_replica = data_parallel(self.discriminator, world, self.device)
 
     def draw_latents(self, count: int) -> torch.Tensor:
-        return torch.randn(count, self.latent_dim, device=self.device, generator=self.random)
+        """Latents for ``count`` local samples (drawn for the global batch; this rank keeps its rows)."""
+        total = count * self.world.world_size
+        return self.world.rows(torch.randn(total, self.latent_dim, device=self.device, generator=self.random))
+
+    def draw_uniform(self, count: int, *shape: int) -> torch.Tensor:
+        """U[0, 1) values of shape (count, *shape) for ``count`` local samples, drawn per global sample."""
+        total = count * self.world.world_size
+        return self.world.rows(torch.rand(total, *shape, device=self.device, generator=self.random))
 
     def augmented(self, pairs: torch.Tensor) -> torch.Tensor:
-        return self.augment(pairs, self.random)
+        if not self.world.is_distributed:
+            return self.augment(pairs, self.random)
+        return self.augment(pairs, self.random, pairs.shape[0] * self.world.world_size, self.world.rows)
 
     @staticmethod
     def optimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:

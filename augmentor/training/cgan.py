@@ -4,6 +4,10 @@ One step: draw latents for the batch's classes, update the discriminator on the 
 detached fakes, then update the generator through the (frozen) discriminator on the same fakes, as in
 PyTorch's DCGAN example. Losses: non-saturating (default) or hinge (:mod:`augmentor.training.losses`).
 DiffAugment, when on, augments everything the discriminator sees.
+
+Data-parallel: the fakes and the discriminator's loss go through the DDP wrappers (their gradients are
+averaged across ranks); the generator's loss goes through the plain, frozen discriminator, since only
+the generator's gradients are wanted from it.
 """
 
 from __future__ import annotations
@@ -37,9 +41,9 @@ class ConditionalGAN(AdversarialAlgorithm):
         real, labels = image_mask_pairs(batch)
         latents = self.draw_latents(real.shape[0])
         with self.precision.autocast():
-            fake = self.generator(latents, labels)
-            real_logits = self.discriminator(self.augmented(real), labels)
-            fake_logits = self.discriminator(self.augmented(fake.detach()), labels)
+            fake = self.generator_replica(latents, labels)
+            real_logits = self.discriminator_replica(self.augmented(real), labels)
+            fake_logits = self.discriminator_replica(self.augmented(fake.detach()), labels)
             loss_d = discriminator_loss(real_logits, fake_logits, self.loss)
         self.optimise(loss_d, self.discriminator_optimizer, self.discriminator_scaler)
 

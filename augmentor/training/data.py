@@ -8,6 +8,11 @@ Order: batches are consecutive slices of a stream of random permutations of the 
 permutation is appended whenever fewer than a batch remain, so a set smaller than a batch works too).
 Permutations come from a CPU ``torch.Generator``, so the order is the same on every device; its state
 and the not-yet-used indices are the data-order state a checkpoint stores.
+
+Data-parallel: every rank holds the set and draws the same global order; a rank keeps positions
+``rank, rank + K, ...`` of each global batch (``torch.utils.data.DistributedSampler``'s layout). The order
+depends on neither the number of processes nor the rank, so a run resumed on another world size
+continues the same sample stream, and K processes see exactly the samples one process would.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from augmentor.data.provenance import sha256_file, sha256_text
 from augmentor.data.reader import H5File
 from augmentor.data.schema import SampleKey
 from augmentor.errors import AugmentorError
+from augmentor.training.distributed import SINGLE_PROCESS, Distributed
 
 
 @dataclass(frozen=True)
@@ -107,13 +113,18 @@ class InMemoryBatches:
 
     Args:
         data: the training set.
-        batch_size: samples per batch.
+        batch_size: samples per (global) batch.
         seed: seed of the order.
         device: where batches are produced.
+        world: this process's rank and the world size (a batch holds this rank's rows of the global batch).
     """
 
-    def __init__(self, data: TrainingSet, batch_size: int, seed: int, device: torch.device) -> None:
+    def __init__(
+        self, data: TrainingSet, batch_size: int, seed: int, device: torch.device, world: Distributed = SINGLE_PROCESS
+    ) -> None:
+        world.local_batch(batch_size)  # refuses a batch that does not divide among the ranks
         self.batch_size = batch_size
+        self.world = world
         self.device = device
         self.window = data.hu_window
         self.hu = data.hu.to(device)
@@ -128,9 +139,13 @@ class InMemoryBatches:
         """The next ``batches * batch_size`` samples as one batch dict (image in [-1, 1], mask, label)."""
         size = batches * self.batch_size
         while self.pending.numel() < size:
-            permutation = torch.randperm(self.count, generator=self.order).to(self.device, non_blocking=True)
+            permutation = torch.randperm(self.count, generator=self.order)
+            if self.device.type == "cuda":
+                permutation = permutation.pin_memory()  # so the copy below is truly asynchronous
+            permutation = permutation.to(self.device, non_blocking=True)
             self.pending = torch.cat([self.pending, permutation])
         index, self.pending = self.pending[:size], self.pending[size:]
+        index = self.world.rows(index)
         return {
             SampleKey.IMAGE.value: torch.as_tensor(normalise(self.hu[index].float(), self.window)),
             SampleKey.MASK.value: self.masks[index],

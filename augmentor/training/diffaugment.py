@@ -16,7 +16,7 @@ As elsewhere (TorchIO's habit), :meth:`DiffAugment.sample` draws the parameters 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -45,6 +45,14 @@ class AugmentParameters:
     shift: torch.Tensor | None = None  # (B, 2) integer (rows, columns)
     cutout_corner: torch.Tensor | None = None  # (B, 2) integer top-left corner (may lie outside the image)
     cutout_size: tuple[int, int] = (0, 0)
+
+    def rows(self, select: Callable[[torch.Tensor], torch.Tensor]) -> AugmentParameters:
+        """The parameters of some rows of the batch (``select`` picks rows of a tensor)."""
+
+        def pick(value: torch.Tensor | None) -> torch.Tensor | None:
+            return None if value is None else select(value)
+
+        return AugmentParameters(pick(self.brightness), pick(self.contrast), pick(self.shift), pick(self.cutout_corner), self.cutout_size)
 
 
 def adjust_brightness_contrast(
@@ -124,9 +132,10 @@ class DiffAugment:
     def __bool__(self) -> bool:
         return bool(self.policy)
 
-    def sample(self, pairs: torch.Tensor, generator: torch.Generator | None = None) -> AugmentParameters:
-        """Draw per-sample parameters for a batch shaped like ``pairs`` on its device."""
-        batch, _, height, width = pairs.shape
+    def sample(self, pairs: torch.Tensor, generator: torch.Generator | None = None, batch: int | None = None) -> AugmentParameters:
+        """Draw per-sample parameters for a batch shaped like ``pairs`` (or of ``batch`` samples) on its device."""
+        _, _, height, width = pairs.shape
+        batch = pairs.shape[0] if batch is None else batch
         device = pairs.device
         brightness = contrast = shift = corner = None
         cutout_size = (0, 0)
@@ -143,8 +152,21 @@ class DiffAugment:
             corner = _uniform_integers(batch, ranges, device, generator)
         return AugmentParameters(brightness, contrast, shift, corner, cutout_size)
 
-    def __call__(self, pairs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Augment a batch with freshly drawn parameters (identity for an empty policy)."""
+    def __call__(
+        self,
+        pairs: torch.Tensor,
+        generator: torch.Generator | None = None,
+        global_batch: int | None = None,
+        rows: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Augment a batch with freshly drawn parameters (identity for an empty policy).
+
+        Data-parallel training passes ``global_batch`` and ``rows``: parameters are drawn for the whole
+        global batch and ``rows`` picks this process's part, so a sample's augmentation does not depend on
+        how many processes share the batch.
+        """
         if not self.policy:
             return pairs
-        return augment(pairs, self.image_channels, self.sample(pairs, generator))
+        if rows is None:
+            return augment(pairs, self.image_channels, self.sample(pairs, generator))
+        return augment(pairs, self.image_channels, self.sample(pairs, generator, global_batch).rows(rows))

@@ -98,6 +98,7 @@ class TrainSection:
     keep_checkpoints: int = 2
     seed: int = 0
     mixed_precision: MixedPrecisionName = "auto"
+    compile: bool = False  # torch.compile the networks (GPU runs; the WGAN-GP critic is never compiled)
 
     def __post_init__(self) -> None:
         defaults = _ALGORITHM_DEFAULTS[self.algorithm]

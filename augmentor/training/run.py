@@ -7,6 +7,11 @@ The run directory ``out`` holds:
 - ``recipe.json``: the resolved recipe; ``metrics.jsonl``: one line of averaged metrics per ``log_every``
   steps; ``samples/step-*.png``: sample grids; ``checkpoints/step-*.{safetensors,json}``: the newest
   ``keep_checkpoints`` checkpoints, from which ``resume=True`` continues exactly.
+
+Under torchrun (``torchrun --nproc-per-node K -m augmentor.train ...``) the same function runs in every
+process as one rank of a data-parallel run (:mod:`augmentor.training.distributed`): rank 0 writes every
+file, the recipe's ``batch_size`` is the global batch, and a checkpoint resumes on any number of
+processes (the data order and every random draw of an update are the same whatever the world size).
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ from augmentor.training.algorithm import AdversarialAlgorithm
 from augmentor.training.cgan import ConditionalGAN
 from augmentor.training.checkpoint import latest_checkpoint, read_checkpoint_record
 from augmentor.training.data import InMemoryBatches, TrainingSet, load_training_set
-from augmentor.training.device import Precision, resolve_device, resolve_precision
+from augmentor.training.device import Precision, resolve_precision
 from augmentor.training.diffaugment import DiffAugment
+from augmentor.training.distributed import Distributed, barrier, init_distributed, shutdown_distributed
 from augmentor.training.ema import ExponentialMovingAverage
 from augmentor.training.recipe import GanRecipe
 from augmentor.training.samples import SampleGrid, with_standing_statistics
@@ -41,13 +47,21 @@ RESOLVED_RECIPE = "recipe.json"
 SAMPLES = "samples"
 STANDING_STATISTICS_BATCHES = 16
 # Train-section keys that do not change what is computed, so a resumed run may change them.
-RESUMABLE_CHANGES = ("steps", "checkpoint_every", "sample_every", "log_every", "keep_checkpoints")
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "sample_every", "log_every", "keep_checkpoints", "compile")
 
 
 def derive_seed(seed: int, purpose: str) -> int:
     """An independent seed for one purpose (data order, augmentation, ...) from the recipe's seed."""
     digest = hashlib.sha256(f"augmentor:{seed}:{purpose}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _seed_process(seed: int, world: Distributed) -> None:
+    """Seed the process-wide generators: ``seed`` on rank 0, a seed derived from it and the rank elsewhere."""
+    seed = seed if world.is_main else derive_seed(seed, f"rank-{world.rank}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def _check_output(out: Path, resume: bool, overwrite: bool) -> None:
@@ -119,6 +133,12 @@ def build_algorithm(recipe: GanRecipe, data: TrainingSet, device: torch.device, 
         "seed": derive_seed(settings.seed, "algorithm"),
         "device": device,
     }
+    if settings.compile:
+        # torch.compile in place (state-dict keys unchanged). Not the WGAN-GP critic: compiled graphs do
+        # not support the double backward of the gradient penalty.
+        generator.compile()
+        if settings.algorithm != "wgan-gp":
+            discriminator.compile()
     if settings.algorithm == "wgan-gp":
         return WassersteinGP(generator, discriminator, n_critic=settings.n_critic or 5, lambda_gp=settings.lambda_gp, **common)
     return ConditionalGAN(generator, discriminator, loss=settings.loss or "non-saturating", **common)
@@ -152,8 +172,23 @@ def train(
     # Everything that can refuse the run does so before a previous run's files are touched.
     _check_output(out, resume, overwrite)
     resolved = to_dict(recipe)
+    world, torch_device = init_distributed(device)
+    try:
+        written = _train(recipe, resolved, data, out, world, torch_device, resume=resume, progress=progress)
+    except BaseException:
+        shutdown_distributed(wait=False)  # the other ranks may be stuck in a collective; torchrun stops them
+        raise
+    shutdown_distributed()
+    return written
+
+
+def _train(
+    recipe: GanRecipe, resolved: dict[str, Any], data: str | Path, out: Path, world: Distributed, torch_device: torch.device,
+    *, resume: bool, progress: bool,
+) -> Path:
+    """:func:`train` once the device and (under torchrun) the process group are set."""
     settings = recipe.train
-    torch_device = resolve_device(device)
+    world.local_batch(settings.batch_size)  # a global batch that does not divide among the ranks is refused
     precision = resolve_precision(settings.mixed_precision, torch_device)
     training_set = load_training_set(data, recipe.data.classes, recipe.data.hu_window)
     if training_set.image_shape[1:] != (recipe.model.image_size, recipe.model.image_size):
@@ -168,18 +203,19 @@ def train(
         if checkpoint is None:
             raise AugmentorError(f"{out}: no intact checkpoint to resume from; run without --resume")
         _check_resumable(read_checkpoint_record(checkpoint)["metadata"], metadata, checkpoint)
-    _clear_output(out, resume)
+    if world.is_main:
+        _clear_output(out, resume)
+    barrier(world)  # no rank reads the run directory before rank 0 has prepared it
 
     # Every random draw below comes from generators seeded here; the process-wide ones are seeded too, for
-    # any library code that draws from them.
-    random.seed(settings.seed)
-    np.random.seed(settings.seed % 2**32)
-    torch.manual_seed(settings.seed)
+    # any library code that draws from them (per rank: the run seed on rank 0, one derived from it elsewhere).
+    _seed_process(settings.seed, world)
     if torch_device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels once
     algorithm = build_algorithm(recipe, training_set, torch_device, precision)
-    batches = InMemoryBatches(training_set, settings.batch_size, derive_seed(settings.seed, "data-order"), torch_device)
+    batches = InMemoryBatches(training_set, settings.batch_size, derive_seed(settings.seed, "data-order"), torch_device, world)
     ema = ExponentialMovingAverage(algorithm.generator, settings.ema_decay)
+    algorithm.distribute(world)  # after the EMA's copy: the copy keeps plain BatchNorm
     image_channels = training_set.image_shape[0]
     sampler = SampleGrid(
         out / SAMPLES, training_set.class_names, recipe.model.latent_dim, seed=derive_seed(settings.seed, "samples"),
@@ -189,12 +225,17 @@ def train(
         algorithm, batches, out, steps=settings.steps, ema=ema, ema_source=algorithm.generator, sampler=sampler,
         checkpoint_every=settings.checkpoint_every, sample_every=settings.sample_every, log_every=settings.log_every,
         keep_checkpoints=settings.keep_checkpoints, metadata=metadata, progress=progress,
-        description=recipe.name or out.name,
+        description=recipe.name or out.name, world=world,
     )
     if checkpoint is not None:
         trainer.restore(checkpoint)
-    write_json_atomic(out / RESOLVED_RECIPE, resolved)
+        if not world.is_main:  # the checkpoint holds rank 0's process-wide generators
+            _seed_process(derive_seed(settings.seed, f"rank-{world.rank}-step-{trainer.step}"), world)
+    if world.is_main:
+        write_json_atomic(out / RESOLVED_RECIPE, resolved)
     result = trainer.run()
+    if not world.is_main:
+        return out
 
     generator = with_standing_statistics(
         ema.shadow, settings.batch_size, STANDING_STATISTICS_BATCHES, derive_seed(settings.seed, "standing-statistics")
@@ -228,6 +269,7 @@ def train(
         "wall_time_s": round(result.wall_time_s, 1),
         "final_losses": {key: round(value, 6) for key, value in result.final_metrics.items()},
         "device": str(torch_device),
+        "processes": world.world_size,
         "precision": precision.describe(),
         "command": command_line(),
     }

@@ -11,10 +11,14 @@ Exact resume: a checkpoint holds everything a step depends on (networks, optimis
 the algorithm's generator, the data order, the process-wide RNGs, the step), and sampling works on a
 copy of the EMA network, so a run resumed from a checkpoint continues bit for bit as the uninterrupted
 run would have (on the CPU; GPU kernels are not all deterministic).
+
+Data-parallel: every rank runs the loop; metrics are averaged over ranks at logging steps only (one
+all-reduce per ``log_every`` steps), and rank 0 alone writes the log, sample grids and checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -42,6 +46,7 @@ from augmentor.training.checkpoint import (
     set_global_rng_state,
 )
 from augmentor.training.data import InMemoryBatches
+from augmentor.training.distributed import SINGLE_PROCESS, Distributed, all_ranks_mean
 from augmentor.training.ema import ExponentialMovingAverage
 
 METRICS_LOG = "metrics.jsonl"
@@ -74,6 +79,7 @@ class Trainer:
         keep_checkpoints: how many checkpoints to keep.
         metadata: stored in every checkpoint's JSON (resolved recipe, data hash, ...).
         progress: show a rich progress bar.
+        world: this process's place in a data-parallel run (rank 0 writes every file).
     """
 
     def __init__(
@@ -93,6 +99,7 @@ class Trainer:
         metadata: Mapping[str, Any] | None = None,
         progress: bool = True,
         description: str = "training",
+        world: Distributed = SINGLE_PROCESS,
     ) -> None:
         if ema is not None and ema_source is None:
             raise ValueError("an EMA needs the network it follows (ema_source)")
@@ -110,6 +117,7 @@ class Trainer:
         self.metadata = dict(metadata or {})
         self.progress = progress
         self.description = description
+        self.world = world
         self.step = 0
         self.wall_time_before = 0.0  # seconds spent in earlier sessions of a resumed run
         self.last_metrics: dict[str, float] = {}
@@ -143,7 +151,7 @@ class Trainer:
         self.wall_time_before = float(record["metadata"].get("wall_time_s", 0.0))
         self.last_checkpoint = checkpoint
         log = self.directory / METRICS_LOG
-        if log.exists():
+        if self.world.is_main and log.exists():
             kept = [line for line in log.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= self.step]
             log.write_text("".join(f"{line}\n" for line in kept))
         return self.step
@@ -159,10 +167,11 @@ class Trainer:
 
     def _log(self, window: list[dict[str, torch.Tensor]], elapsed: float, stream: Any) -> None:
         keys = list(window[0])
-        means = torch.stack([torch.stack([m[k].float() for k in keys]) for m in window]).mean(dim=0).tolist()
-        self.last_metrics = dict(zip(keys, means, strict=True))
-        stream.write(json.dumps({"step": self.step, "elapsed_s": round(elapsed, 3), **self.last_metrics}) + "\n")
-        stream.flush()
+        means = torch.stack([torch.stack([m[k].float() for k in keys]) for m in window]).mean(dim=0)
+        self.last_metrics = dict(zip(keys, all_ranks_mean(means, self.world).tolist(), strict=True))
+        if stream is not None:
+            stream.write(json.dumps({"step": self.step, "elapsed_s": round(elapsed, 3), **self.last_metrics}) + "\n")
+            stream.flush()
 
     def _progress_bar(self) -> Progress:
         """The project's convention (augmentor.progress): on stderr, transient, silent unless a terminal."""
@@ -176,7 +185,7 @@ class Trainer:
             TextColumn("{task.fields[info]}"),
             console=console,
             transient=True,
-            disable=not (self.progress and console.is_terminal),
+            disable=not (self.progress and console.is_terminal and self.world.is_main),
         )
 
     def sample_network(self) -> nn.Module | None:
@@ -188,12 +197,14 @@ class Trainer:
         start_time, start_step = time.perf_counter(), self.step
         window: list[dict[str, torch.Tensor]] = []
         per_step = self.algorithm.real_batches_per_step
-        with open(self.directory / METRICS_LOG, "a") as stream, self._progress_bar() as bar:
+        main = self.world.is_main
+        log = open(self.directory / METRICS_LOG, "a") if main else contextlib.nullcontext()  # noqa: SIM115
+        with log as stream, self._progress_bar() as bar:
             task = bar.add_task(self.description, total=self.steps, completed=self.step, rate="", info="")
             while self.step < self.steps:
                 metrics = self.algorithm.update(self.batches.next(per_step))
-                if self.ema is not None and self.ema_source is not None:
-                    self.ema.update(self.ema_source)
+                if main and self.ema is not None and self.ema_source is not None:
+                    self.ema.update(self.ema_source)  # ranks hold identical weights; only rank 0's EMA is saved
                 self.step += 1
                 window.append(metrics)
                 final = self.step == self.steps
@@ -205,9 +216,9 @@ class Trainer:
                     info = "  ".join(f"{k.removesuffix('_loss')} {v:.3f}" for k, v in self.last_metrics.items() if k.endswith("_loss"))
                     bar.update(task, rate=f"{rate:.2f} step/s", info=info)
                 network = self.sample_network()
-                if self.sampler is not None and network is not None and self.sample_every > 0 and (self.step % self.sample_every == 0 or final):
+                if main and self.sampler is not None and network is not None and self.sample_every > 0 and (self.step % self.sample_every == 0 or final):
                     self.sampler(network, self.step)
-                if self.step % self.checkpoint_every == 0 or final:
+                if main and (self.step % self.checkpoint_every == 0 or final):
                     self.save(elapsed)
                 bar.update(task, advance=1)
         wall = self.wall_time_before + time.perf_counter() - start_time

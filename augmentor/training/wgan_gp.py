@@ -4,6 +4,10 @@ One step = ``n_critic`` critic updates, each on its own real batch and fresh fak
 ``D(fake) - D(real) + λ_gp · GP``, then one generator update with loss ``-D(G(z))``. The defaults are the
 paper's: n_critic 5, λ_gp 10, Adam(lr 1e-4, β = (0, 0.9)). The gradient penalty is taken on random
 interpolates of the (augmented) real and fake batches the critic saw.
+
+Data-parallel (see :mod:`augmentor.training.distributed`): the critic's Wasserstein terms go through its
+DDP wrapper; the gradient penalty, which needs a double backward DDP does not support, goes through the
+plain critic on this rank's rows, and joins the same backward, so DDP averages the whole gradient.
 """
 
 from __future__ import annotations
@@ -47,13 +51,13 @@ class WassersteinGP(AdversarialAlgorithm):
         loss_sum = penalty_sum = distance_sum = torch.zeros((), device=self.device)
         for real, labels in zip(real_all.tensor_split(self.n_critic), labels_all.tensor_split(self.n_critic), strict=True):
             latents = self.draw_latents(real.shape[0])
-            epsilon = torch.rand(real.shape[0], 1, 1, 1, device=self.device, generator=self.random)
+            epsilon = self.draw_uniform(real.shape[0], 1, 1, 1)
             with self.precision.autocast():
                 with torch.no_grad():
                     fake = self.generator(latents, labels)
                 real_seen, fake_seen = self.augmented(real), self.augmented(fake)
-                real_scores = critic(real_seen, labels)
-                fake_scores = critic(fake_seen, labels)
+                real_scores = self.discriminator_replica(real_seen, labels)
+                fake_scores = self.discriminator_replica(fake_seen, labels)
                 penalty = gradient_penalty(partial(critic, labels=labels), real_seen, fake_seen, epsilon)
                 loss_c = discriminator_loss(real_scores, fake_scores, AdversarialLoss.WASSERSTEIN) + self.lambda_gp * penalty
             self.optimise(loss_c, self.discriminator_optimizer, self.discriminator_scaler)
@@ -64,7 +68,7 @@ class WassersteinGP(AdversarialAlgorithm):
         critic.requires_grad_(False)
         latents = self.draw_latents(real.shape[0])
         with self.precision.autocast():
-            fake = self.generator(latents, labels)
+            fake = self.generator_replica(latents, labels)
             loss_g = generator_loss(critic(self.augmented(fake), labels), AdversarialLoss.WASSERSTEIN)
         self.optimise(loss_g, self.generator_optimizer, self.generator_scaler)
         critic.requires_grad_(True)
