@@ -167,15 +167,22 @@ def generate_command(
     start: Annotated[int, typer.Option("--start", help="Index of the first sample of each class (for shards).")] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per write; the output does not depend on it.")] = 1024,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N (default: CUDA when available).")] = None,
+    shards: Annotated[int, typer.Option("--shards", help="Local processes, one shard file each, joined into --out (same samples as 1). Under torchrun: one shard per rank.")] = 1,
     overwrite: Overwrite = False,
 ) -> None:
     """Generate labelled synthetic lesions (image + mask + class) into an HDF5 file."""
     from augmentor.data.reader import read_info
     from augmentor.generate import generate
+    from augmentor.training.distributed import environment_world
 
-    written = generate(classes, n, out, model=model, seed=seed, start=start, batch_size=batch_size, device=device, overwrite=overwrite)
-    info = read_info(written)
-    typer.echo(f"wrote {written}: {info.num_samples} synthetic samples from model {info.provenance['model']['name']}")
+    world = environment_world()
+    written = generate(
+        classes, n, out, model=model, seed=seed, start=start, batch_size=batch_size, device=device, overwrite=overwrite,
+        shards=shards, world=world,
+    )
+    if world.is_main:
+        info = read_info(written)
+        typer.echo(f"wrote {written}: {info.num_samples} synthetic samples from model {info.provenance['model']['name']}")
 
 
 @app.command("models")

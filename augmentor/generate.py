@@ -5,13 +5,24 @@ in aligned blocks of :data:`GROUP` samples, block b of class c from ``SeedSequen
 the network always runs on whole aligned blocks (a run that needs part of a block computes all of it
 and keeps its part). So neither ``batch_size`` nor a split into shards (``start``) changes a byte:
 convolutions see the same inputs in the same batch shape whatever the caller asks for.
+
+Sharded runs rely on that: ``shards=K`` (``augment generate --shards K``) splits the samples into K
+consecutive parts written by K local processes, and under torchrun each rank writes one part on its own
+device; each part is its own file written atomically, and an HDF5 virtual dataset
+(:func:`augmentor.data.shards.join_shards`) joins them into the requested output, identical in content to
+a single-process run. On a cluster without torchrun, a job array does the same with ``--start`` and
+``augment join`` (see the README).
 """
 
 from __future__ import annotations
 
+import itertools
+import multiprocessing
+import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +34,7 @@ from augmentor.data.schema import Source
 from augmentor.data.writer import H5Writer, check_output
 from augmentor.errors import AugmentorError
 from augmentor.progress import progress_bar
+from augmentor.training.distributed import Distributed
 
 GROUP = 256  # forward-pass and latent-block size, aligned to absolute sample indices
 ALL_CLASSES = "all"
@@ -154,6 +166,8 @@ def generate(
     device: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    shards: int = 1,
+    world: Distributed | None = None,
 ) -> Path:
     """Write synthetic (image, mask, label) samples to ``out``.
 
@@ -169,11 +183,14 @@ def generate(
         device: "cpu", "cuda", ... or None for auto.
         overwrite: replace an existing output (only once the new one is complete).
         progress: show a progress bar with rate and ETA.
+        shards: write with this many local processes, one shard file each
+            (``OUT.shard-001-of-004.h5`` next to ``out``), joined into ``out`` by an HDF5 virtual dataset.
+        world: under torchrun (:func:`augmentor.training.distributed.environment_world`), each rank writes
+            one shard on its own device and rank 0 joins them (``shards`` is then ignored).
 
     Returns:
-        The written path.
+        The written path (the same samples, byte for byte, however it was sharded).
     """
-    from augmentor.models.card import load_generator
     from augmentor.zoo import model_for_classes, resolve_model
 
     class_list = [classes] if isinstance(classes, str) else list(classes)
@@ -184,6 +201,8 @@ def generate(
         raise AugmentorError(f"start must be >= 0, got {start}")
     if batch_size <= 0:
         raise AugmentorError(f"batch size must be positive, got {batch_size}")
+    if shards < 1:
+        raise AugmentorError(f"--shards must be at least 1, got {shards}")
     if model is not None:
         entry = resolve_model(model)
     else:
@@ -194,7 +213,7 @@ def generate(
     card = entry.card
     requests = parse_class_requests(class_list, n, card["class_names"])
     total = sum(request.count for request in requests)
-    chosen_device = pick_device(device)
+    pick_device(device)  # an unusable device is refused before any process starts
 
     config = card["architecture"]["config"]
     channels, size = int(config.get("image_channels", 1)), int(config["image_size"])
@@ -203,22 +222,92 @@ def generate(
     if estimate > free:
         raise AugmentorError(f"{output}: about {estimate / 2**30:.2f} GiB needed, only {free / 2**30:.2f} GiB free on that disk")
 
-    network, card = load_generator(entry.path, device=chosen_device)
-    stream = SampleStream(network, card, chosen_device, seed)
+    job = GenerationJob(entry.path, entry.name, entry.origin, tuple(requests), seed, start, batch_size, device, overwrite)
+    if world is not None and world.is_distributed:
+        return _generate_on_ranks(job, output, world)
+    if shards > 1:
+        return _generate_local_shards(job, output, shards, progress)
+    pieces = [(request.label, start, start + request.count) for request in requests]
+    return write_samples(job, output, pieces, None, progress)
+
+
+@dataclass(frozen=True)
+class GenerationJob:
+    """A validated generate request (picklable: shard processes receive it)."""
+
+    model_path: Path
+    model_name: str
+    model_origin: str
+    requests: tuple[ClassRequest, ...]
+    seed: int
+    start: int
+    batch_size: int
+    device: str | None
+    overwrite: bool
+
+
+Piece = tuple[int, int, int]  # (class label, first sample index, stop index)
+
+
+def shard_pieces(requests: Sequence[ClassRequest], start: int, shards: int) -> list[list[Piece]]:
+    """Split the samples of a run (class after class) into ``shards`` consecutive parts of near-equal size.
+
+    Joined in order, the parts are the single-process file's sample order, and since sample i of class c
+    depends only on (model, c, seed, i), the same samples.
+    """
+    sequence = [(request.label, start, start + request.count) for request in requests]
+    total = sum(stop - begin for _, begin, stop in sequence)
+    if shards > total:
+        raise AugmentorError(f"--shards {shards} is more than the {total} samples asked for")
+    bounds = [total * index // shards for index in range(shards + 1)]
+    parts: list[list[Piece]] = []
+    for low, high in itertools.pairwise(bounds):
+        part, offset = [], 0
+        for label, begin, stop in sequence:
+            count = stop - begin
+            take_low, take_high = max(low - offset, 0), min(high - offset, count)
+            if take_low < take_high:
+                part.append((label, begin + take_low, begin + take_high))
+            offset += count
+        parts.append(part)
+    return parts
+
+
+def shard_path(output: Path, index: int, shards: int) -> Path:
+    """Where shard ``index`` of ``shards`` of ``output`` is written (next to it: the joined file points at it)."""
+    return output.with_name(f"{output.stem}.shard-{index:03d}-of-{shards:03d}{output.suffix}")
+
+
+def write_samples(job: GenerationJob, output: Path, pieces: Sequence[Piece], shard: tuple[int, int] | None, progress: bool) -> Path:
+    """Write the samples of ``pieces`` to ``output`` (atomically). ``shard``: (index, count) for provenance."""
+    from augmentor.models.card import load_generator
+
+    chosen_device = pick_device(job.device)
+    network, card = load_generator(job.model_path, device=chosen_device)
+    stream = SampleStream(network, card, chosen_device, job.seed)
+    config = card["architecture"]["config"]
+    channels, size = int(config.get("image_channels", 1)), int(config["image_size"])
     training = card.get("training_data", {}) or {}
+    details: dict[str, Any] = {
+        "classes": {r.name: r.count for r in job.requests}, "start": job.start, "latent_group": GROUP, "device": str(chosen_device),
+    }
+    if shard is not None:
+        names = {r.label: r.name for r in job.requests}
+        details["shard"] = {"index": shard[0], "of": shard[1], "samples": [[names[label], begin, stop] for label, begin, stop in pieces]}
     provenance = make_provenance(
-        seed=seed,
+        seed=job.seed,
         recipe=card.get("recipe"),
         model={
-            "name": entry.name,
-            "origin": entry.origin,
+            "name": job.model_name,
+            "origin": job.model_origin,
             "weights_sha256": card["weights_sha256"],
             "trained_on_sha256": training.get("sha256"),
             "trained_on_patients_sha256": training.get("patients_sha256"),
             "trained_on_path": stored_path(training["path"]) if training.get("path") else None,
         },
-        details={"classes": {r.name: r.count for r in requests}, "start": start, "latent_group": GROUP, "device": str(chosen_device)},
+        details=details,
     )
+    total = sum(stop - begin for _, begin, stop in pieces)
     with (
         H5Writer(
             output,
@@ -229,13 +318,63 @@ def generate(
             pixel_spacing_mm=_pair(card.get("pixel_spacing_mm", (1.0, 1.0))),
             hu_window=_pair(card["hu_window"]),
             provenance=provenance,
-            overwrite=overwrite,
+            overwrite=job.overwrite,
             with_patient_ids=False,
         ) as writer,
-        progress_bar(f"generate {', '.join(r.name for r in requests)}", total, enabled=progress) as advance,
+        progress_bar(f"generate {', '.join(r.name for r in job.requests)}", total, enabled=progress) as advance,
     ):
-        for request in requests:
-            for images, masks in stream.range(request.label, start, start + request.count, batch_size):
-                writer.append(images, masks, np.full(len(images), request.label))
+        for label, begin, stop in pieces:
+            for images, masks in stream.range(label, begin, stop, job.batch_size):
+                writer.append(images, masks, np.full(len(images), label))
                 advance(len(images))
+    return output
+
+
+def _shard_device(device: str | None, index: int) -> str | None:
+    """Local shards spread over the GPUs when the device is left to auto-detection."""
+    if device in (None, "", "auto") and torch.cuda.is_available():
+        return f"cuda:{index % torch.cuda.device_count()}"
+    return device
+
+
+def _generate_local_shards(job: GenerationJob, output: Path, shards: int, progress: bool) -> Path:
+    """``shards`` local processes write one shard each, then a virtual-dataset file joins them into ``output``."""
+    from augmentor.data.shards import join_shards
+
+    parts = shard_pieces(job.requests, job.start, shards)
+    paths = [check_output(shard_path(output, index, shards), job.overwrite) for index in range(shards)]
+    threads = max(1, (os.cpu_count() or 1) // shards)  # the cores shared out, not oversubscribed
+    total = sum(request.count for request in job.requests)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
+    with (
+        ProcessPoolExecutor(max_workers=shards, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,)) as pool,
+        progress_bar(f"generate {shards} shards", total, enabled=progress) as advance,
+    ):
+        futures = {
+            pool.submit(write_samples, replace(job, device=_shard_device(job.device, index)), path, part, (index, shards), False): part
+            for index, (path, part) in enumerate(zip(paths, parts, strict=True))
+        }
+        for future in as_completed(futures):
+            future.result()
+            advance(sum(stop - begin for _, begin, stop in futures[future]))
+    return join_shards(paths, output, overwrite=job.overwrite)
+
+
+def _generate_on_ranks(job: GenerationJob, output: Path, world: Distributed) -> Path:
+    """Under torchrun: rank r writes shard r on its own device; rank 0 joins them once all are written."""
+    from augmentor.data.shards import join_shards
+    from augmentor.training.distributed import barrier, init_distributed, shutdown_distributed
+
+    parts = shard_pieces(job.requests, job.start, world.world_size)
+    paths = [shard_path(output, index, world.world_size) for index in range(world.world_size)]
+    _, device = init_distributed(job.device)
+    try:
+        write_samples(replace(job, device=str(device)), paths[world.rank], parts[world.rank], (world.rank, world.world_size), False)
+        barrier(world)
+        if world.is_main:
+            join_shards(paths, output, overwrite=job.overwrite)
+    except BaseException:
+        shutdown_distributed(wait=False)
+        raise
+    shutdown_distributed()
     return output

@@ -162,3 +162,64 @@ def test_kill_9_during_generate_leaves_no_file(model_dir: Path, tmp_path: Path) 
     result = runner.invoke(app, ["generate", "--class", "cyst", "--n", "3", "--model", str(model_dir), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert not left.exists() and not list(tmp_path.glob(".killed.h5.*"))
+
+
+def test_shard_pieces_split_the_class_sequence_in_order() -> None:
+    from augmentor.generate import ClassRequest, shard_pieces
+
+    requests = [ClassRequest("cyst", 0, 5), ClassRequest("hemangioma", 2, 4)]
+    parts = shard_pieces(requests, 10, 3)
+    assert parts == [[(0, 10, 13)], [(0, 13, 15), (2, 10, 11)], [(2, 11, 14)]]
+    with pytest.raises(AugmentorError, match="more than the 9 samples"):
+        shard_pieces(requests, 0, 10)
+
+
+def _read_all(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    file = H5File(path)
+    return file.read(list(range(file.info.num_samples)))
+
+
+def test_local_shards_reproduce_the_single_process_file_exactly(model_dir: Path, tmp_path: Path) -> None:
+    classes = ["metastasis=300", "cyst=7"]  # the shard boundary falls inside a latent block of metastases
+    single = generate(classes, None, tmp_path / "single.h5", model=model_dir, seed=5, progress=False)
+    result = runner.invoke(app, ["generate", *(f"--class={c}" for c in classes), "--model", str(model_dir), "--seed", "5",
+                                 "--shards", "2", "--out", str(tmp_path / "sharded.h5")])
+    assert result.exit_code == 0, result.output
+    assert "307 synthetic samples" in result.output
+    assert sorted(p.name for p in tmp_path.glob("sharded.shard-*")) == ["sharded.shard-000-of-002.h5", "sharded.shard-001-of-002.h5"]
+    for expected, got in zip(_read_all(single), _read_all(tmp_path / "sharded.h5"), strict=True):
+        np.testing.assert_array_equal(got, expected)
+    shards = read_info(tmp_path / "sharded.h5").provenance["shards"]
+    assert [shard["provenance"]["details"]["shard"]["samples"] for shard in shards] == [
+        [["metastasis", 0, 153]], [["metastasis", 153, 300], ["cyst", 0, 7]]
+    ]
+
+
+def _generate_as_rank(rank: int, port: int, model: Path, out: Path) -> None:
+    from augmentor.training.distributed import environment_world
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    generate(["hemangioma=260", "cyst=3"], None, out, model=model, seed=5, progress=False, world=environment_world())
+
+
+def test_torchrun_ranks_write_one_shard_each_and_rank_zero_joins(model_dir: Path, tmp_path: Path) -> None:
+    """Forked with the environment torchrun gives its workers (2 ranks, gloo)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    context = torch.multiprocessing.get_context("fork")
+    ranks = [context.Process(target=_generate_as_rank, args=(rank, port, model_dir, tmp_path / "ranks.h5")) for rank in range(2)]
+    for process in ranks:
+        process.start()
+    for process in ranks:
+        process.join(timeout=120)
+        if process.is_alive():
+            process.kill()
+    assert [process.exitcode for process in ranks] == [0, 0]
+    single = generate(["hemangioma=260", "cyst=3"], None, tmp_path / "single.h5", model=model_dir, seed=5, progress=False)
+    assert read_info(tmp_path / "ranks.h5").num_samples == 263
+    for expected, got in zip(_read_all(single), _read_all(tmp_path / "ranks.h5"), strict=True):
+        np.testing.assert_array_equal(got, expected)
