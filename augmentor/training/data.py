@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -106,6 +106,17 @@ def load_training_set(path: str | Path, classes: Sequence[str] = (), hu_window: 
         modality=info.modality,
         mask_label_names=info.mask_label_names,
     )
+
+
+class BatchSource(Protocol):
+    """What the generic loop draws batches from: seeded and resumable (:class:`InMemoryBatches`, or
+    :class:`~augmentor.training.unpaired.UnpairedBatches` for translation)."""
+
+    def next(self, batches: int = 1) -> dict[str, torch.Tensor]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 class InMemoryBatches:

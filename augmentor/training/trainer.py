@@ -45,7 +45,7 @@ from augmentor.training.checkpoint import (
     save_checkpoint,
     set_global_rng_state,
 )
-from augmentor.training.data import InMemoryBatches
+from augmentor.training.data import BatchSource
 from augmentor.training.distributed import SINGLE_PROCESS, Distributed, all_ranks_mean
 from augmentor.training.ema import ExponentialMovingAverage
 
@@ -85,7 +85,7 @@ class Trainer:
     def __init__(
         self,
         algorithm: Algorithm,
-        batches: InMemoryBatches,
+        batches: BatchSource,
         directory: Path,
         *,
         steps: int,
