@@ -282,11 +282,49 @@ def _mediastinum(patient: VirtualPatient, x: np.ndarray, y: np.ndarray) -> np.nd
     return (((x - aorta_x * 0.5) / 34.0) ** 2 + ((y - patient.spine_y + 25.0) / 40.0) ** 2) < 1.0
 
 
+# Fat kept between the descending aorta and the heart (oesophagus, pericardium), mm.
+AORTA_HEART_GAP_MM = 6.0
+# Length of the IVC above the diaphragm before it opens into the right atrium, mm.
+SUPRADIAPHRAGMATIC_IVC_MM = 15.0
+# Pericardial fat around the IVC and the atrium it enters: the lung never touches them, mm.
+CAVAL_SLEEVE_MM = 5.0
+
+
+def _aorta_keep_out(patient: VirtualPatient, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The descending aorta with a sleeve of posterior-mediastinal fat: no heart there."""
+    aorta_x, aorta_y, aorta_radius = patient.aorta
+    return (x - aorta_x) ** 2 + (y - aorta_y) ** 2 < (aorta_radius + AORTA_HEART_GAP_MM) ** 2
+
+
+def ivc_centre(patient: VirtualPatient, z: float) -> tuple[float, float]:
+    """(x, y) of the IVC at ``z``: above the liver's bare area it runs more anteriorly, inside the liver."""
+    ivc_x, ivc_y = patient.ivc[0], patient.ivc[1]
+    return ivc_x, ivc_y - 12.0 * float(np.clip((40.0 - z) / 40.0, 0.0, 1.0))
+
+
+def ivc_hiatus_z(patient: VirtualPatient) -> float:
+    """z where the IVC crosses the diaphragm (the caval hiatus, in the central tendon)."""
+    ivc_x, ivc_y = ivc_centre(patient, 0.0)
+    return float(_diaphragm_z(patient, np.array([ivc_x]), np.array([ivc_y]))[0])
+
+
+def _caval_region(patient: VirtualPatient, x: np.ndarray, y: np.ndarray, z: float, grow_mm: float) -> np.ndarray:
+    """The IVC's cross-section at ``z`` grown by ``grow_mm``; above its end, the right atrium's inflow (wider)."""
+    ivc_x, ivc_y = ivc_centre(patient, z)
+    radius_x, radius_y = patient.ivc[2], patient.ivc[3]
+    if z < ivc_hiatus_z(patient) - SUPRADIAPHRAGMATIC_IVC_MM:
+        radius_x, radius_y = radius_x * 1.5, radius_y * 1.6
+    return ((x - ivc_x) / (radius_x + grow_mm)) ** 2 + ((y - ivc_y) / (radius_y + grow_mm)) ** 2 < 1.0
+
+
 def thorax(patient: VirtualPatient, x: np.ndarray, y: np.ndarray, z: np.ndarray | float) -> np.ndarray:
-    """The pleural space (lungs): inside the wall, above the diaphragm, outside mediastinum and heart."""
+    """The pleural space (lungs): inside the wall, above the diaphragm, outside mediastinum, heart and cava."""
     above = np.asarray(z) < _diaphragm_z(patient, x, y) - _diaphragm_band(patient, x, y) * 0.5
     outside_heart = ~patient.heart.contains(x, y, z, grow=1.08)
-    return cavity(patient, x, y, z) & above & ~_mediastinum(patient, x, y) & outside_heart
+    lungs = cavity(patient, x, y, z) & above & ~_mediastinum(patient, x, y) & outside_heart
+    if np.ndim(z) == 0:
+        lungs &= ~_caval_region(patient, x, y, float(z), CAVAL_SLEEVE_MM)
+    return lungs
 
 
 def liver(patient: VirtualPatient, x: np.ndarray, y: np.ndarray, z: np.ndarray | float) -> np.ndarray:
@@ -785,7 +823,11 @@ def render_labels(patient: VirtualPatient, z_mm: float, size: int = DEFAULT_SIZE
     labels[inside_wall & (np.abs(z - diaphragm) <= band)] = Tissue.MUSCLE
     labels[chest] = Tissue.LUNG
     _paint_tubes(labels, patient.lung_vessels, x, y, z, Tissue.LUNG_VESSEL, chest, spacing_mm)
-    heart = patient.heart.contains(x, y, z) & inside_wall & (z < diaphragm)
+    # The heart stays in the middle mediastinum: never around the descending aorta or behind it.
+    heart = patient.heart.contains(x, y, z) & inside_wall & (z < diaphragm) & ~_mediastinum(patient, x, y)
+    if z < ivc_hiatus_z(patient) - SUPRADIAPHRAGMATIC_IVC_MM:
+        heart |= _caval_region(patient, x, y, z, 0.0) & inside_wall  # the right atrium receiving the IVC
+    heart &= ~_aorta_keep_out(patient, x, y)
     labels[heart] = Tissue.HEART
 
     _paint_gut(labels, patient, x, y, z, belly, spacing_mm)
@@ -840,10 +882,9 @@ def render_labels(patient: VirtualPatient, z_mm: float, size: int = DEFAULT_SIZE
 
     aorta_x, aorta_y, aorta_radius = patient.aorta
     labels[(x - aorta_x) ** 2 + (y - aorta_y) ** 2 < aorta_radius**2] = Tissue.AORTA
-    ivc_x, ivc_y, ivc_rx, ivc_ry = patient.ivc
-    # Above the liver's bare area the IVC runs more anteriorly, inside the liver.
-    ivc_y = ivc_y - 12.0 * float(np.clip((40.0 - z) / 40.0, 0.0, 1.0))
-    labels[((x - ivc_x) / ivc_rx) ** 2 + ((y - ivc_y) / ivc_ry) ** 2 < 1.0] = Tissue.IVC
+    # The IVC runs up through the liver, crosses the diaphragm and ends in the right atrium a little higher.
+    if z >= ivc_hiatus_z(patient) - SUPRADIAPHRAGMATIC_IVC_MM:
+        labels[_caval_region(patient, x, y, z, 0.0)] = Tissue.IVC
 
     _paint_spine(labels, patient, x, y, z, spine_x, spacing_mm)
     ribs = _ribs(patient, theta, rho, fat_inner, z)
@@ -867,25 +908,53 @@ def _paint_gut(labels: np.ndarray, patient: VirtualPatient, x: np.ndarray, y: np
         labels[lumen & (y < axis_y + loop.gas_level * radius)] = Tissue.GI_GAS
 
 
+def _capsule(x: np.ndarray, y: np.ndarray, start: tuple[float, float], stop: tuple[float, float],
+             radius_start: float, radius_stop: float) -> np.ndarray:
+    """A tapering rod from ``start`` to ``stop`` (x, y in mm), radius interpolated along it."""
+    (x0, y0), (x1, y1) = start, stop
+    dx, dy = x1 - x0, y1 - y0
+    along = np.clip(((x - x0) * dx + (y - y0) * dy) / max(dx * dx + dy * dy, 1e-9), 0.0, 1.0)
+    distance = np.hypot(x - (x0 + along * dx), y - (y0 + along * dy))
+    return distance < radius_start + (radius_stop - radius_start) * along
+
+
 def _paint_spine(labels: np.ndarray, patient: VirtualPatient, x: np.ndarray, y: np.ndarray, z: float,
                  spine_x: float, spacing_mm: float) -> None:
-    """Vertebral body, pedicles/lamina arch, spinous and (at some levels) transverse processes."""
+    """A lumbar/lower thoracic vertebra: body, pedicles, laminae, spinous and (some levels) transverse processes.
+
+    The body is a rounded, slightly kidney-shaped block (its posterior wall is concave where the canal
+    sits); two stout pedicles join it to the laminae, which roof the canal and meet in a spinous process
+    that is thick at its base and tapers backwards to a club-shaped tip; transverse processes leave the
+    pedicle-lamina junction laterally and a little backwards. Bone is cortical shell over cancellous marrow.
+    """
     body_rx, body_ry = patient.vertebra_radii
     spine_y = patient.spine_y
-    body = ((x - spine_x) / body_rx) ** 2 + ((y - spine_y) / body_ry) ** 2 < 1.0
-    canal_y = spine_y + body_ry + patient.canal_radius * 0.9
-    canal = ((x - spine_x) / (patient.canal_radius * 1.15)) ** 2 + ((y - canal_y) / patient.canal_radius) ** 2 < 1.0
-    arch_radius = patient.canal_radius + 3.0
-    arch = (((x - spine_x) / (arch_radius * 1.15)) ** 2 + ((y - canal_y) / arch_radius) ** 2 < 1.0) & (y > spine_y + body_ry * 0.6)
-    spinous_end = canal_y + patient.canal_radius + patient.spinous_length
-    spinous_half_width = 3.5 - 1.5 * np.clip((y - canal_y) / (spinous_end - canal_y), 0.0, 1.0)
-    spinous = (np.abs(x - spine_x) < spinous_half_width) & (y > canal_y) & (y < spinous_end)
-    bone = body | arch | spinous
+    canal_radius = patient.canal_radius
+    u, v = x - spine_x, y - spine_y  # the vertebra's own axes (v posterior)
+    # Body: a superellipse (flatter sides than an ellipse) with a concave posterior wall.
+    body = np.abs(u / body_rx) ** 2.6 + np.abs(v / body_ry) ** 2.6 < 1.0
+    canal_v = body_ry + canal_radius * 0.75
+    body &= ~((u / (canal_radius * 1.3)) ** 2 + ((v - canal_v) / (canal_radius * 0.9)) ** 2 < 1.0)
+    # Canal: a rounded triangle, wider in front (between the pedicles) than behind (under the laminae).
+    canal_half_width = canal_radius * (1.2 - 0.45 * np.clip((v - canal_v) / canal_radius, 0.0, 1.0))
+    canal = (np.abs(u) < canal_half_width) & (((v - canal_v) / canal_radius) ** 2 < 1.0 - (u / canal_half_width.clip(1e-6)) ** 4 * 0.3)
+    pedicle_u = canal_radius * 1.2 + 3.0
+    pedicle_back = canal_v + canal_radius * 0.35
+    bone = body.copy()
+    for side in (-1.0, 1.0):
+        # Pedicle: from the posterolateral body back to the laminae, ~7 mm thick.
+        bone |= _capsule(u, v, (side * pedicle_u, body_ry * 0.55), (side * pedicle_u, pedicle_back), 3.6, 3.4)
+        # Lamina: from the pedicle's back, posteromedially to the spinous base.
+        bone |= _capsule(u, v, (side * pedicle_u, pedicle_back), (0.0, canal_v + canal_radius + 3.0), 3.2, 3.0)
+    spinous_base = canal_v + canal_radius + 2.0
+    spinous_tip = canal_v + canal_radius + patient.spinous_length
+    bone |= _capsule(u, v, (0.0, spinous_base), (0.0, spinous_tip), 4.0, 2.6)
+    bone |= (u / 3.8) ** 2 + ((v - spinous_tip) / 3.2) ** 2 < 1.0  # the club-shaped tip
     # Transverse processes appear in the upper part of each ~32 mm vertebral level.
-    if (z % 32.0) < 7.0:
-        reach = body_rx + 22.0
-        taper = 3.5 * (1.0 - 0.5 * np.abs(x - spine_x) / reach)
-        bone |= (np.abs(y - (canal_y - 2.0)) < taper) & (np.abs(x - spine_x) < reach) & ~body
+    if (z % 32.0) < 9.0:
+        reach = body_rx + 20.0
+        for side in (-1.0, 1.0):
+            bone |= _capsule(u, v, (side * pedicle_u, pedicle_back - 1.0), (side * reach, pedicle_back + 6.0), 4.0, 2.6)
     bone &= ~canal
     cortex_pixels = max(1, round(1.6 / spacing_mm))
     marrow = ndimage.binary_erosion(bone, iterations=cortex_pixels)

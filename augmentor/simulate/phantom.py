@@ -22,7 +22,7 @@ from augmentor.simulate import anatomy
 from augmentor.simulate.tissues import LABEL_NAMES, NOMINAL_HU
 
 PHANTOM_STREAM = 0
-PHANTOM_VERSION = "phantom-1"
+PHANTOM_VERSION = "phantom-2"
 CLASS_NAMES = ("abdomen",)
 HU_WINDOW = (-160.0, 240.0)
 DEFAULT_SLICES_PER_PATIENT = 8

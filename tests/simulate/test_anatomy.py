@@ -73,7 +73,7 @@ def test_contrast_phase_gives_published_portal_venous_values() -> None:
 
 def test_scanned_slice_keeps_liver_and_aorta_hu_with_ct_noise() -> None:
     patient = _patient(7)
-    stack = scan_patient(patient, np.array([75.0]), np.random.default_rng(0), size=128, spacing_mm=2.8)
+    stack = scan_patient(patient, np.array([75.0]), np.random.default_rng(0), size=128, spacing_mm=2.8, scan_size=192)
     truth = patient.phase.tissue_hu()
     image, mask = stack.images[0], stack.masks[0]
     from scipy import ndimage

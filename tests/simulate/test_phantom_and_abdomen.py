@@ -49,7 +49,7 @@ def test_phantom_same_seed_same_bytes_and_refuses_overwrite(tmp_path: Path) -> N
 def test_abdomen_cohort_is_deterministic_for_any_worker_count_and_disjoint(tmp_path: Path) -> None:
     def build(folder: str, workers: int) -> dict[str, Path]:
         return build_abdomen_ct(tmp_path / folder, seed=3, train_size=3, test_size=2, slices_per_patient=2, size=48,
-                                progress=False, workers=workers)
+                                progress=False, workers=workers, scan_size=96)
 
     single, double = build("one", 1), build("two", 2)
     for split in ("train", "test"):
