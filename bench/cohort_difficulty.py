@@ -49,7 +49,7 @@ Run::
 ``--breakdown`` adds recall per lesion variant and size (where the task is hard); ``--set section.key=value``
 changes any other recipe value (``--set train.min_steps=1000``). Cohorts are built
 into (and reused from) ``<cohorts-dir>/<cohort>-seed<k>`` and the large pool into
-``<cohorts-dir>/<cohort>-oracle-seed<k + 2000>`` (never the evaluate recipes' oracle pool, seed 1000).
+``<cohorts-dir>/<cohort>-oracle-seed<k + 2000>-n<large>`` (never the evaluate recipes' oracle pool, seed 1000).
 """
 
 from __future__ import annotations

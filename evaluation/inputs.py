@@ -354,9 +354,10 @@ def oracle_train_size(cohort_name: str, needed_per_class: Sequence[int]) -> int:
 def build_or_reuse_oracle(options: DataSection, oracle_seed: int, needed_per_class: Sequence[int], staging: Path, progress: bool) -> tuple[Path, dict[str, Any]]:
     """Real lesions of new virtual patients for the oracle arms: the cohort's train split at ``oracle_seed``.
 
-    Built next to ``data.cohort_dir`` (``<cohort name>-oracle-seed<seed>``, shared by every cohort seed's
-    evaluation and reused while it was built with the same size, since the lesions drawn depend on it) or
-    inside the report folder.
+    Built next to ``data.cohort_dir`` (``<cohort name>-oracle-seed<seed>-n<train size>``, shared by every
+    cohort seed's evaluation) or inside the report folder. The size is in the name because the lesions drawn
+    depend on it: a run that needs another size (other arms, another sweep) builds its own pool beside the
+    existing one instead of replacing it, so the two runs' cached jobs stay valid.
 
     Returns:
         The oracle file (its train split) and a record for the report.
@@ -364,7 +365,7 @@ def build_or_reuse_oracle(options: DataSection, oracle_seed: int, needed_per_cla
     from augmentor.simulate.cohorts import SIMULATOR_VERSION, build_cohort
 
     size = oracle_train_size(options.cohort, needed_per_class)
-    directory = Path(options.cohort_dir).parent / f"{options.cohort}-oracle-seed{oracle_seed}" if options.cohort_dir else staging / "inputs" / "oracle"
+    directory = Path(options.cohort_dir).parent / f"{options.cohort}-oracle-seed{oracle_seed}-n{size}" if options.cohort_dir else staging / "inputs" / "oracle"
     path = directory / "train.h5"
     reuse = False
     if path.exists():

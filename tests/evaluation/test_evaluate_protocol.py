@@ -109,3 +109,21 @@ def test_the_cache_key_follows_the_samples_not_the_file_bytes(tiny_file: Callabl
         handle.attrs["provenance"] = handle.attrs["provenance"].replace('"created": "', '"created": "later ')
     assert sha256_file(first) != sha256_file(again)
     assert content_hash(first) == content_hash(again) != content_hash(other)
+
+
+def test_oracle_pools_of_different_sizes_live_side_by_side(tmp_path: Path) -> None:
+    """A run that needs another oracle size (other arms, another sweep) builds its own pool beside the existing one
+    instead of replacing it (the lesions drawn depend on the size, so the other run's cached jobs would go stale),
+    and a run needing an existing size reuses it."""
+    from evaluation.inputs import build_or_reuse_oracle
+    from evaluation.recipe import DataSection
+
+    options = DataSection(cohort="lung-nodules", cohort_dir=str(tmp_path / "lung-nodules-seed0"))
+    small, record = build_or_reuse_oracle(options, 1000, [3, 3], tmp_path / "staging", progress=False)
+    assert record["built"] and small.parent.name == f"lung-nodules-oracle-seed1000-n{record['lesions']}"
+    first_bytes = small.read_bytes()
+    large, record = build_or_reuse_oracle(options, 1000, [5, 5], tmp_path / "staging", progress=False)
+    assert record["built"] and large.parent != small.parent
+    assert small.read_bytes() == first_bytes  # the smaller pool is untouched
+    again, record = build_or_reuse_oracle(options, 1000, [3, 3], tmp_path / "staging", progress=False)
+    assert again == small and not record["built"]
