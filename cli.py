@@ -83,20 +83,33 @@ def join_command(
 
 @app.command("train")
 def train_command(
-    recipe: Annotated[str, typer.Argument(help="A gan recipe: a .toml file or a shipped recipe's name (e.g. frid-adar-liver).")],
-    data: Annotated[Path, typer.Option("--data", "-d", help="Training .h5 file (training patients only).")],
+    recipe: Annotated[str, typer.Argument(help="A gan or cyclegan recipe: a .toml file or a shipped recipe's name (e.g. frid-adar-liver).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory: model.safetensors + model.json, checkpoints, samples.")],
+    data: Annotated[Path | None, typer.Option("--data", "-d", help="gan recipes: the training .h5 file (training patients only).")] = None,
+    data_a: Annotated[Path | None, typer.Option("--data-a", help="cyclegan recipes: domain A, the phantom slices to translate from.")] = None,
+    data_b: Annotated[Path | None, typer.Option("--data-b", help="cyclegan recipes: domain B, the CT slices (with organ labels, the hallucination judge trains).")] = None,
     overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe value: section.key=value (repeatable).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N (default: CUDA when available).")] = None,
     overwrite: Overwrite = False,
     distributed: Annotated[bool, typer.Option("--distributed", help="Print the torchrun lines that run this training on several GPUs or nodes, and exit.")] = False,
 ) -> None:
-    """Train a class-conditional GAN of lesion images with masks (cGAN or WGAN-GP)."""
-    from augmentor.recipes import load_recipe
+    """Train a GAN: lesion images with masks (cGAN, WGAN-GP; --data) or phantom -> CT translation (CycleGAN; --data-a, --data-b)."""
+    from augmentor.recipes import load_recipe, recipe_kind
     from augmentor.training.distributed import distributed_instructions, environment_world
     from augmentor.training.run import train
 
+    if recipe_kind(recipe) == "cyclegan":
+        from augmentor.translation.train import train_cyclegan
+
+        cyclegan_dir = train_cyclegan(load_recipe(recipe, overrides or [], expect="cyclegan"), data_a, data_b, out,
+                                      resume=resume, overwrite=overwrite, device=device, single_file=data)
+        typer.echo(f"wrote {cyclegan_dir / 'model.safetensors'} and {cyclegan_dir / 'model.json'} (+ reverse/, segmenter/)")
+        return
+    if data_a is not None or data_b is not None:
+        raise AugmentorError("--data-a and --data-b are for cyclegan recipes; this recipe trains on one file: pass --data")
+    if data is None:
+        raise AugmentorError("missing option --data: the training .h5 file")
     gan_recipe = load_recipe(recipe, overrides or [], expect="gan")
     if distributed:
         arguments = [recipe, "--data", str(data), "--out", str(out), *(f"--set={item}" for item in overrides or [])]
@@ -183,6 +196,29 @@ def generate_command(
     if world.is_main:
         info = read_info(written)
         typer.echo(f"wrote {written}: {info.num_samples} synthetic samples from model {info.provenance['model']['name']}")
+
+
+@app.command("translate")
+def translate_command(
+    model: Annotated[str, typer.Option("--model", "-m", help="A CycleGAN model: zoo name or model directory (augment train with a cyclegan recipe).")],
+    input_file: Annotated[Path, typer.Option("--input", "-i", help="Phantom .h5 file (augment phantom): translated at its own size.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .h5 file: CT-like HU, the phantom's masks byte for byte, safety scores.")],
+    ensemble: Annotated[str | None, typer.Option("--ensemble", help="DIR1,DIR2,...: more models of the same recipe (other seeds) for the disagreement score and map.")] = None,
+    segmenter: Annotated[Path | None, typer.Option("--segmenter", help="Hallucination judge's model directory (default: the model's segmenter/).")] = None,
+    seed: Seed = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Slices per read and write; the output does not depend on it.")] = 64,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N (default: CUDA when available).")] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Translate phantom slices into CT-like slices that keep their labels; score hallucination, steganography, disagreement."""
+    from augmentor.translation.translate import describe_safety, translate
+
+    members = [Path(item.strip()) for item in ensemble.split(",") if item.strip()] if ensemble else []
+    result = translate(model, input_file, out, ensemble=members, segmenter=segmenter, seed=seed, batch_size=batch_size,
+                       device=device, overwrite=overwrite, progress=True)
+    typer.echo(f"wrote {result.path}: {result.slices} translated slices, masks copied from {input_file.name}")
+    for line in describe_safety(result.safety):
+        typer.echo(line)
 
 
 @app.command("models")

@@ -218,6 +218,16 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), expect: str | N
     return validate_recipe(apply_overrides(data, overrides), source=str(file), expect=expect)
 
 
+def recipe_kind(path: str | Path) -> str:
+    """The ``kind`` a recipe file declares (read, not validated; a file without one gets the full check later)."""
+    file = resolve_path(path)
+    try:
+        kind = tomllib.loads(file.read_text()).get("kind")
+    except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError):
+        return ""
+    return kind if isinstance(kind, str) else ""
+
+
 def validate_recipe(data: Mapping[str, Any], source: str = "recipe", expect: str | None = None) -> Any:
     """Validate raw recipe data (a dict as loaded from TOML) into its registered class."""
     _import_recipe_kinds()

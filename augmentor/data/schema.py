@@ -10,7 +10,8 @@ Datasets
     ``labels``       (N,) int16 -- class index into ``class_names``.
     ``patient_ids``  (N,) fixed-length ASCII -- (virtual or pseudonymised) patient id, optional;
                      needed for patient-level splits and leakage checks.
-    ``extras/<name>`` (N,) numeric -- optional per-sample metadata (e.g. ``diameter_mm``).
+    ``extras/<name>`` (N,) numeric -- optional per-sample metadata (e.g. ``diameter_mm``), or (N, ...)
+                     float32 for a per-sample array (e.g. a translated file's ensemble disagreement map).
 
 File attributes
     ``schema_version``   int, 1.

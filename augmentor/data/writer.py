@@ -90,6 +90,8 @@ class H5Writer:
         block_size: samples per chunk.
         with_patient_ids: store a ``patient_ids`` dataset (then every append must give ids).
         extras: names of optional per-sample float32 metadata columns.
+        extra_shapes: ``{name: shape}`` for extras that hold an array per sample (a map: ``(H, W)``);
+            the others hold one value per sample.
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class H5Writer:
         block_size: int = DEFAULT_BLOCK_SIZE,
         with_patient_ids: bool = True,
         extras: Sequence[str] = (),
+        extra_shapes: Mapping[str, tuple[int, ...]] | None = None,
     ) -> None:
         self.path = check_output(path, overwrite)
         self.overwrite = overwrite
@@ -124,6 +127,10 @@ class H5Writer:
         self.image_shape = tuple(int(v) for v in image_shape)
         self.with_patient_ids = with_patient_ids
         self.extras = tuple(extras)
+        self.extra_shapes = {name: tuple(int(v) for v in (extra_shapes or {}).get(name, ())) for name in self.extras}
+        unknown = set(extra_shapes or {}) - set(self.extras)
+        if unknown:
+            raise SchemaError(f"extra_shapes names columns that are not extras: {sorted(unknown)}")
         self.count = 0
         self._temporary = temporary_path(self.path)
         # libver="latest": chunk indexes become extensible arrays (O(1) lookup), ~25 % faster random
@@ -170,6 +177,13 @@ class H5Writer:
                 schema.PATIENT_IDS, shape=(0,), maxshape=(None,), dtype=schema.PATIENT_ID_DTYPE, chunks=(4096,), fletcher32=True
             )
         for name in self.extras:
+            shape = self.extra_shapes[name]
+            if shape:  # a per-sample array (a map): chunked and compressed like the images
+                self._file.create_dataset(
+                    f"{schema.EXTRAS}/{name}", shape=(0, *shape), maxshape=(None, *shape), dtype=np.float32,
+                    chunks=(block, *shape), **options,
+                )
+                continue
             self._file.create_dataset(
                 f"{schema.EXTRAS}/{name}", shape=(0,), maxshape=(None,), dtype=np.float32, chunks=(4096,), fletcher32=True
             )
@@ -203,7 +217,8 @@ class H5Writer:
             masks: (B, H, W) integer labels.
             labels: (B,) class indices.
             patient_ids: (B,) strings, required when the file stores patient ids.
-            extras: ``{name: (B,) values}`` for every extra column declared.
+            extras: ``{name: (B,) values}`` for every extra column declared (``(B, *shape)`` for those
+                declared with a shape in ``extra_shapes``).
         """
         if self._file is None:
             raise AugmentorError("writer is closed")
@@ -232,9 +247,11 @@ class H5Writer:
         for name in self.extras:
             if extras is None or name not in extras:
                 raise SchemaError(f"extra column {name!r} missing from this batch")
-            values = np.asarray(extras[name], dtype=np.float32).reshape(-1)
-            if values.shape != (batch,):
-                raise SchemaError(f"extra column {name!r} has {values.shape[0]} values for {batch} samples")
+            shape = self.extra_shapes[name]
+            values = np.asarray(extras[name], dtype=np.float32)
+            values = values.reshape(-1) if not shape else values
+            if values.shape != (batch, *shape):
+                raise SchemaError(f"extra column {name!r} has shape {values.shape}, expected {(batch, *shape)}")
             self._grow(f"{schema.EXTRAS}/{name}", stop)[start:stop] = values
         self.count = stop
 

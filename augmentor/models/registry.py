@@ -9,6 +9,9 @@ from torch import nn
 
 from augmentor.errors import AugmentorError, look_up_option
 from augmentor.models.dcgan import ConditionalDCGANGenerator, ProjectionDiscriminator
+from augmentor.models.patchgan import PatchGANDiscriminator
+from augmentor.models.resnet_generator import ResnetGenerator
+from augmentor.models.segmenter import UNetSegmenter
 from augmentor.models.wgan_critic import WassersteinCritic
 
 # Explicit registry: family name -> builder. Add a family by adding a line here.
@@ -16,6 +19,9 @@ NETWORKS: dict[str, Callable[..., nn.Module]] = {
     ConditionalDCGANGenerator.family: ConditionalDCGANGenerator,
     ProjectionDiscriminator.family: ProjectionDiscriminator,
     WassersteinCritic.family: WassersteinCritic,
+    ResnetGenerator.family: ResnetGenerator,
+    PatchGANDiscriminator.family: PatchGANDiscriminator,
+    UNetSegmenter.family: UNetSegmenter,
 }
 
 

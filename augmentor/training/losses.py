@@ -7,6 +7,9 @@ scalar tensors (means over the batch).
   binary cross-entropy on logits; G minimises ``softplus(-D(G(z)))``.
 - hinge (Lim & Ye 2017; Miyato et al. 2018): D minimises ``relu(1 - D(x)) + relu(1 + D(G(z)))``;
   G minimises ``-D(G(z))``.
+- least-squares (Mao et al. 2017; CycleGAN's default): D minimises ``((D(x) - 1)^2 + D(G(z))^2) / 2``;
+  G minimises ``(D(G(z)) - 1)^2`` (the halving of D's loss and none on G's, as CycleGAN's code does).
+  Logits may be patch maps (B, 1, h, w): the mean runs over every patch.
 - wasserstein (Arjovsky et al. 2017): the critic minimises ``D(G(z)) - D(x)``; G minimises ``-D(G(z))``.
 - gradient penalty (Gulrajani et al. 2017, eq. 3): ``E[(||grad_x̂ D(x̂)||_2 - 1)^2]`` with
   ``x̂ = ε x + (1 - ε) G(z)``, ε ~ U[0, 1] per sample.
@@ -24,6 +27,7 @@ import torch.nn.functional as F
 class AdversarialLoss(StrEnum):
     NON_SATURATING = "non-saturating"
     HINGE = "hinge"
+    LEAST_SQUARES = "least-squares"
     WASSERSTEIN = "wasserstein"
 
 
@@ -35,14 +39,19 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kin
         return F.softplus(-real).mean() + F.softplus(fake).mean()
     if loss is AdversarialLoss.HINGE:
         return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+    if loss is AdversarialLoss.LEAST_SQUARES:
+        return 0.5 * ((real - 1.0).square().mean() + fake.square().mean())
     return fake.mean() - real.mean()
 
 
 def generator_loss(fake_logits: torch.Tensor, kind: AdversarialLoss | str) -> torch.Tensor:
     """The generator's loss given the discriminator's logits on its samples."""
     fake = fake_logits.float()
-    if AdversarialLoss(kind) is AdversarialLoss.NON_SATURATING:
+    loss = AdversarialLoss(kind)
+    if loss is AdversarialLoss.NON_SATURATING:
         return F.softplus(-fake).mean()
+    if loss is AdversarialLoss.LEAST_SQUARES:
+        return (fake - 1.0).square().mean()
     return -fake.mean()  # hinge and wasserstein
 
 

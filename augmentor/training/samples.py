@@ -132,3 +132,46 @@ class SampleGrid:
             temporary.unlink(missing_ok=True)
             raise
         return path
+
+
+class CycleSampleGrid:
+    """Writes ``samples/step-XXXXXXXX.png`` of a CycleGAN: rows A, A->B, A->B->A, B, B->A, B->A->B.
+
+    Columns are fixed whole slices of each domain (the same throughout a run). The generators are fully
+    convolutional and have no running statistics (instance norm), so sampling them in place under
+    ``no_grad`` draws nothing and changes nothing in the run.
+
+    Args:
+        directory: where the PNGs go.
+        generator_ab, generator_ba: the two generators (read at each call: they are the training ones).
+        images_a, images_b: (K, C, H, W) fixed slices of each domain in [-1, 1].
+    """
+
+    ROWS = ("A", "A>B", "A>B>A", "B", "B>A", "B>A>B")
+
+    def __init__(self, directory: Path, generator_ab: nn.Module, generator_ba: nn.Module, images_a: torch.Tensor, images_b: torch.Tensor) -> None:
+        self.directory = directory
+        self.generator_ab = generator_ab
+        self.generator_ba = generator_ba
+        self.images_a = images_a
+        self.images_b = images_b
+
+    @torch.no_grad()
+    def __call__(self, network: nn.Module, step: int) -> Path:
+        device = next(self.generator_ab.parameters()).device
+        a, b = self.images_a.to(device), self.images_b.to(device)
+        a_to_b, b_to_a = self.generator_ab(a).float(), self.generator_ba(b).float()
+        rows = [a, a_to_b, self.generator_ba(a_to_b).float(), b, b_to_a, self.generator_ab(b_to_a).float()]
+        images = torch.cat([row[:, :1].float().cpu() for row in rows])
+        no_mask = torch.full_like(images, -1.0)  # nothing to outline
+        picture = render_grid(torch.cat([images, no_mask], dim=1), self.ROWS)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"step-{step:08d}.png"
+        temporary = temporary_path(path)
+        try:
+            picture.save(temporary, format="PNG")
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        return path
