@@ -252,18 +252,28 @@ def ingest_command(
     spacing: Annotated[float | None, typer.Option("--spacing", help="Resample slices to this in-plane spacing (mm) first.")] = None,
     salt: Annotated[str | None, typer.Option("--salt", envvar="AUGMENTOR_SALT", help="Secret for the patient pseudonyms (never stored); default: random per run.")] = None,
     hu_window: Annotated[str | None, typer.Option("--hu-window", help="LOW,HIGH HU window stored for training (default -160,240); also how 8-bit PNGs are read. Write --hu-window=-160,240.")] = None,
+    whole_slices: Annotated[bool, typer.Option("--whole-slices", help="Every axial slice whole (a CT domain, e.g. for translation); no lesion labels needed. DICOM or NIfTI.")] = False,
+    size: Annotated[int, typer.Option("--size", help="With --whole-slices: pixels per side of the slices.")] = 256,
     overwrite: Overwrite = False,
 ) -> None:
-    """Ingest labelled real data: lesion-centred ROIs with masks, classes and pseudonymised patients."""
+    """Ingest real data: lesion-centred ROIs with masks, classes and pseudonymised patients (or, with --whole-slices, every CT slice whole)."""
     from augmentor.data.ingest import ingest, parse_hu_window
     from augmentor.data.reader import read_info
 
-    written = ingest(
-        source, out, format=input_format, classes_csv=classes,
-        class_names=[name for name in class_names.split(",") if name.strip()] if class_names else None,
-        roi_size=roi_size, slices=slices, spacing_mm=spacing, salt=salt, hu_window=parse_hu_window(hu_window),
-        overwrite=overwrite, progress=True,
-    )
+    if whole_slices:
+        from augmentor.data.ingest.whole_slices import ingest_whole_slices
+
+        if classes is not None or class_names:
+            raise AugmentorError("--whole-slices takes no classes (--classes, --class-names): every slice is one sample of the CT domain")
+        written = ingest_whole_slices(source, out, format=input_format, size=size, spacing_mm=spacing, salt=salt,
+                                      hu_window=parse_hu_window(hu_window), overwrite=overwrite, progress=True)
+    else:
+        written = ingest(
+            source, out, format=input_format, classes_csv=classes,
+            class_names=[name for name in class_names.split(",") if name.strip()] if class_names else None,
+            roi_size=roi_size, slices=slices, spacing_mm=spacing, salt=salt, hu_window=parse_hu_window(hu_window),
+            overwrite=overwrite, progress=True,
+        )
     info = read_info(written)
     typer.echo(f"wrote {written}: {info.num_samples} samples, classes {', '.join(info.class_names)}")
     if salt is None:

@@ -282,21 +282,22 @@ def _warning_summary(caught: list[warnings.WarningMessage]) -> str:
     return _reason(messages[0]) + more
 
 
-def find_cases(source: Path, files: list[Path]) -> list[Case]:
+def find_cases(source: Path, files: list[Path], *, labels_required: bool = True) -> list[Case]:
     """Plan one case per image series (headers only).
 
     Args:
         source: the ingest source folder.
         files: every file below it.
+        labels_required: refuse a series without a mask (lesion ROIs need one; whole slices do not).
 
     Returns:
         The cases, in the order of their first file's path.
     """
     with _folded_pydicom_warnings(str(source)):
-        return _find_cases(source, files)
+        return _find_cases(source, files, labels_required)
 
 
-def _find_cases(source: Path, files: list[Path]) -> list[Case]:
+def _find_cases(source: Path, files: list[Path], labels_required: bool = True) -> list[Case]:
     by_uid: dict[str, _Series] = {}
     for path in sorted(p for p in files if is_dicom_file(p)):
         header = read_header(path)
@@ -335,7 +336,7 @@ def _find_cases(source: Path, files: list[Path]) -> list[Case]:
     for series in sorted(images, key=lambda s: s.first.path):
         mask_series = mask_of.get(series.uid)
         label_file = None
-        if mask_series is None:
+        if mask_series is None and (labels_required or any(p.parent == series.folder for p in label_files)):
             label_file = _label_file_for(series, images, label_files)
         header = series.first.header
         spacing = _floats(header, "PixelSpacing")
@@ -420,9 +421,10 @@ def _loader(
             affine = _affine(series, positions)
             if mask_series is not None:
                 label = _mask_series_labels(mask_series, series, positions, image.shape)
-            else:
-                assert label_file is not None
+            elif label_file is not None:
                 label = _label_file_labels(label_file, affine, image.shape)
+            else:  # whole slices without labels
+                label = np.zeros(image.shape, dtype=np.uint8)
         (image_display, label_display), _ = to_display([image, label], affine)
         yield LabelledVolume(
             image=image_display,

@@ -206,6 +206,15 @@ def pair_with_masks(files: list[Path], suffixes: tuple[str, ...]) -> list[tuple[
     Returns:
         (image, mask) pairs in path order.
     """
+    pairs = []
+    for image, mask in pair_with_optional_masks(files, suffixes, required=True):
+        assert mask is not None
+        pairs.append((image, mask))
+    return pairs
+
+
+def pair_with_optional_masks(files: list[Path], suffixes: tuple[str, ...], *, required: bool) -> list[tuple[Path, Path | None]]:
+    """:func:`pair_with_masks`, where an image without a mask is paired with None unless ``required``."""
     images: list[Path] = []
     masks: dict[tuple[Path, str], list[Path]] = {}
     for path in sorted(p for p in files if p.name.lower().endswith(suffixes) and not p.name.startswith(".")):
@@ -216,9 +225,12 @@ def pair_with_masks(files: list[Path], suffixes: tuple[str, ...]) -> list[tuple[
             raise AugmentorError(f"{path}: name the mask after its image, e.g. <case>_mask{path.suffix}")
         else:
             masks.setdefault((path.parent, case), []).append(path)
-    pairs = []
+    pairs: list[tuple[Path, Path | None]] = []
     for image in images:
         found = masks.pop((image.parent, file_stem(image)), [])
+        if not found and not required:
+            pairs.append((image, None))
+            continue
         if not found:
             raise AugmentorError(
                 f"{image}: no mask; put {file_stem(image)}_mask{suffixes[0]} (or _label, _seg) next to it"
