@@ -35,8 +35,10 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
+# Every benchmark, then one table (figure, target, pass/fail, spread); about 15 minutes on 2 cores. The
+# difficulty calibration runs as its --quick smoke run; BENCH_FULL=1 runs the full one (30 min to hours).
 bench: $(STAMP)
-	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	$(BIN)/python bench/all.py $(if $(BENCH_FULL),--full)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -10,7 +10,9 @@ Run: ``.venv/bin/python bench/acquisition.py`` (about 1 minute).
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -50,6 +52,10 @@ def main() -> None:
     images = np.full((batch, size, size), 110.0)
     seconds = _time(lambda: simulate_scan(images, 0.7, rng=rng), 2) / batch
     print(f"  -> {rois_needed} lesion ROIs of 128x128: {rois_needed * seconds:.1f} s on one core")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench.results import record
+
+    record("acquisition simulate_scan, 128x128 lesion ROIs (1 thread)", 1.0 / seconds, spread_text="mean of 2 batches", unit=" images/s")
 
     from skimage.transform import iradon, radon
 

@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.results import record, spread
 from evaluation.batch_augmentation import BatchAugmentation
 from evaluation.recipe import AugmentationSection
 
@@ -145,12 +146,14 @@ def main() -> None:
         for name, step in order if repeat % 2 == 0 else order[::-1]:
             times[name].append(seconds_per_batch(step, args.batches, synchronize))
     per_sample_ms, batched_ms = (1000 * statistics.median(times[name]) for name in ("per_sample", "batched"))
-    speedup = statistics.median(a / b for a, b in zip(times["per_sample"], times["batched"], strict=True))
+    speedups = [a / b for a, b in zip(times["per_sample"], times["batched"], strict=True)]
+    speedup = statistics.median(speedups)
     print(
         f"{args.batch_size} × {args.image_size}×{args.image_size}, 1 torch thread: "
         f"per-sample MONAI Compose {per_sample_ms:.2f} ms/batch, batched ({device.type}) {batched_ms:.2f} ms/batch, "
         f"speed-up {speedup:.1f}× (median of {args.repeats} interleaved repeats of {args.batches} batches)"
     )
+    record(f"batched augmentation speed-up over per-sample MONAI (batch {args.batch_size})", speedup, spread_text=spread(speedups, 1), unit="x")
 
 
 if __name__ == "__main__":

@@ -7,12 +7,16 @@ directory (removed afterwards) and prints wall time, samples per second and the 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from augmentor.data import read_info
 from augmentor.simulate.cohorts import LESION_COHORTS, build_cohort, default_workers
+from bench.results import record
 
 TARGET_SECONDS = {"liver-lesions": 180.0}
 
@@ -35,6 +39,8 @@ def main() -> None:
     verdict = "" if target is None else f"  (target <= {target:.0f} s: {'met' if seconds <= target else 'MISSED'})"
     print(f"{args.cohort}: {samples} ROIs (train + test) in {seconds:.1f} s with {workers} workers, "
           f"{samples / seconds:.0f} ROIs/s, {megabytes:.1f} MB{verdict}")
+    record(f"cohort {args.cohort} build ({workers} workers)", seconds, "-" if target is None else f"<= {target:.0f} s",
+           None if target is None else seconds <= target, "one run", unit=" s")
 
 
 if __name__ == "__main__":

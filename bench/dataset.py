@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -167,9 +168,14 @@ def main() -> None:
         sides["default (file held in memory)"] = loader(H5Dataset(default_path), collate_fn=collate)
         print(f"{args.samples} samples, batch {args.batch_size}, 2 workers, {args.repeats} interleaved repeats of one epoch")
         ratios = measure(loader(memory), sides, args.repeats)
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from bench.results import record, spread
+
         for number, (name, values) in enumerate(ratios.items()):
             target = " (target >= 0.8)" if number == 0 else ""
             print(f"H5Dataset {name} / in-memory: {summary(values)}{target}")
+            ratio = statistics.median(values)
+            record(f"H5Dataset {name} / in-memory", ratio, ">= 0.8" if number == 0 else "-", ratio >= 0.8 if number == 0 else None, spread(values))
 
 
 if __name__ == "__main__":

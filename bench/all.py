@@ -1,0 +1,110 @@
+"""``make bench``: run every benchmark, then print one table (figure, value, target, pass/fail, spread).
+
+Each benchmark prints its own lines as it goes and reports its figures through :mod:`bench.results`;
+this script collects them and prints the table last, with the total time. The difficulty calibration
+(``bench/cohort_difficulty.py``, 30 minutes to hours) runs as its ``--quick`` smoke run unless ``--full``
+(``make bench BENCH_FULL=1``) asks for the real one.
+
+    python bench/all.py [--full] [--only generate,train]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.results import RESULTS_ENV
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (script, arguments): the sizes make bench runs (each ratio still the median of >= 5 interleaved repeats).
+BENCHMARKS: list[tuple[str, list[str]]] = [
+    ("acquisition", []),
+    ("augmentation", ["--repeats", "5"]),
+    ("cohort", ["--no-progress"]),
+    ("dataset", ["--repeats", "5"]),
+    ("generate", []),
+    ("train", []),
+    ("scaling", []),
+]
+
+
+def difficulty_rows(path: Path, full: bool) -> list[dict[str, object]]:
+    """The calibration's figures from its ``--json`` record."""
+    from bench.cohort_difficulty import GAIN_TARGET, SENSITIVITY_TARGET
+
+    summary = json.loads(path.read_text())["across_cohort_seeds"]
+    sensitivity = summary["small"]["sensitivity_macro"]["mean"]
+    if not full:
+        return [{"figure": "difficulty calibration (--quick smoke run: tiny cohorts, numbers mean nothing)",
+                 "value": f"ran (sensitivity {sensitivity:.2f})", "target": "full run: make bench BENCH_FULL=1", "passed": None, "spread": ""}]
+    low, high = SENSITIVITY_TARGET
+    rows: list[dict[str, object]] = [{"figure": "difficulty: macro sensitivity, published train count", "value": f"{sensitivity:.3f}",
+                                      "target": f"{low:.2f}-{high:.2f}", "passed": low <= sensitivity <= high, "spread": ""}]
+    if "gain" in summary:
+        gain = summary["gain"]["sensitivity_macro"]["mean"]
+        rows.append({"figure": "difficulty: sensitivity gain with 5 000 lesions", "value": f"{gain:+.3f}", "target": f">= {GAIN_TARGET:.2f}",
+                     "passed": gain >= GAIN_TARGET, "spread": ""})
+    return rows
+
+
+def print_table(rows: list[dict[str, object]], seconds: float) -> None:
+    columns = ("figure", "value", "target", "result", "spread (min-max over repeats)")
+    cells = [[str(row["figure"]), str(row["value"]), str(row["target"]),
+              {True: "pass", False: "FAIL", None: "-"}[row["passed"]], str(row["spread"])] for row in rows]  # type: ignore[index]
+    widths = [max([len(column)] + [len(line[i]) for line in cells]) for i, column in enumerate(columns)]
+    print("\n" + "  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)))
+    print("  ".join("-" * width for width in widths))
+    for line in cells:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+    print(f"\n{len(rows)} figures in {seconds / 60:.1f} min")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="run the full difficulty calibration (30 minutes to hours), not its --quick smoke run")
+    parser.add_argument("--only", default=None, help="comma-separated benchmark names (default: all, and the calibration)")
+    args = parser.parse_args()
+    chosen = set(args.only.split(",")) if args.only else None
+    start = time.perf_counter()
+    rows: list[dict[str, object]] = []
+    failed = []
+    with tempfile.TemporaryDirectory() as folder:
+        results = Path(folder) / "results.jsonl"
+        environment = {**os.environ, RESULTS_ENV: str(results)}
+        for name, arguments in BENCHMARKS:
+            if chosen is not None and name not in chosen:
+                continue
+            print(f"== bench/{name}.py {' '.join(arguments)}", flush=True)
+            status = subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py"), *arguments], env=environment, cwd=ROOT).returncode
+            if status:
+                failed.append(name)
+                rows.append({"figure": f"bench/{name}.py", "value": f"exited {status}", "target": "runs", "passed": False, "spread": ""})
+        if results.exists():
+            rows = [json.loads(line) for line in results.read_text().splitlines()] + rows
+        if chosen is None or "cohort_difficulty" in chosen:
+            record = Path(folder) / "difficulty.json"
+            arguments = ["--json", str(record)] + ([] if args.full else ["--quick"])
+            print(f"== bench/cohort_difficulty.py {' '.join(arguments)}", flush=True)
+            status = subprocess.run([sys.executable, str(ROOT / "bench" / "cohort_difficulty.py"), *arguments], cwd=ROOT).returncode
+            if status or not record.exists():
+                failed.append("cohort_difficulty")
+                rows.append({"figure": "bench/cohort_difficulty.py", "value": f"exited {status}", "target": "runs", "passed": False, "spread": ""})
+            else:
+                rows += difficulty_rows(record, args.full)
+    print_table(rows, time.perf_counter() - start)
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
