@@ -102,6 +102,9 @@ def train_command(
     if recipe_kind(recipe) == "cyclegan":
         from augmentor.translation.train import train_cyclegan
 
+        if distributed or environment_world().is_distributed:
+            raise AugmentorError("cyclegan recipes train in one process for now; torchrun/DDP training covers the gan recipes (cGAN, WGAN-GP)")
+
         cyclegan_dir = train_cyclegan(load_recipe(recipe, overrides or [], expect="cyclegan"), data_a, data_b, out,
                                       resume=resume, overwrite=overwrite, device=device, single_file=data)
         typer.echo(f"wrote {cyclegan_dir / 'model.safetensors'} and {cyclegan_dir / 'model.json'} (+ reverse/, segmenter/)")
