@@ -65,7 +65,11 @@ def interpolate(real: torch.Tensor, fake: torch.Tensor, epsilon: torch.Tensor) -
 
 
 def gradient_penalty(
-    critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor, epsilon: torch.Tensor
+    critic: Callable[[torch.Tensor], torch.Tensor],
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    epsilon: torch.Tensor,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> torch.Tensor:
     """Gulrajani et al.'s two-sided penalty on random interpolates of real and fake samples.
 
@@ -74,13 +78,21 @@ def gradient_penalty(
         real: (B, C, H, W) real samples (as the critic sees them).
         fake: (B, C, H, W) generated samples, detached from the generator.
         epsilon: (B, 1, 1, 1) interpolation weights drawn from U[0, 1].
+        scaler: the critic's loss scaler. Under float16 autocast the inner gradient is taken of the scaled
+            scores, so that small gradients do not underflow in half precision, and unscaled before the norm
+            (PyTorch's AMP examples, "gradient penalty"); the scale factor stays on the device (no host sync).
 
     Returns:
         The scalar penalty (not yet multiplied by λ); differentiable w.r.t. the critic's parameters.
     """
     mixed = interpolate(real.detach(), fake.detach(), epsilon).requires_grad_(True)
     scores = critic(mixed)
-    (gradients,) = torch.autograd.grad(scores.float().sum(), mixed, create_graph=True)
+    if scaler is not None and scaler.is_enabled():
+        factor = scaler.scale(torch.ones((), device=scores.device))
+        (gradients,) = torch.autograd.grad(scores.float().sum() * factor, mixed, create_graph=True)
+        gradients = gradients.float() / factor
+    else:
+        (gradients,) = torch.autograd.grad(scores.float().sum(), mixed, create_graph=True)
     # The epsilon inside the root keeps the penalty's own gradient finite where the gradient is zero.
     norms = torch.sqrt(gradients.float().flatten(1).square().sum(dim=1) + 1e-12)
     return (norms - 1.0).square().mean()

@@ -58,7 +58,7 @@ class WassersteinGP(AdversarialAlgorithm):
                 real_seen, fake_seen = self.augmented(real), self.augmented(fake)
                 real_scores = self.discriminator_replica(real_seen, labels)
                 fake_scores = self.discriminator_replica(fake_seen, labels)
-                penalty = gradient_penalty(partial(critic, labels=labels), real_seen, fake_seen, epsilon)
+                penalty = gradient_penalty(partial(critic, labels=labels), real_seen, fake_seen, epsilon, self.discriminator_scaler)
                 loss_c = discriminator_loss(real_scores, fake_scores, AdversarialLoss.WASSERSTEIN) + self.lambda_gp * penalty
             self.optimise(loss_c, self.discriminator_optimizer, self.discriminator_scaler)
             loss_sum = loss_sum + loss_c.detach()

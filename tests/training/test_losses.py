@@ -55,6 +55,19 @@ def test_gradient_penalty_reaches_the_critic_parameters() -> None:
     assert weight.grad is not None and weight.grad.abs().sum() > 0
 
 
+def test_gradient_penalty_with_loss_scaling_is_the_unscaled_penalty() -> None:
+    """The fp16 path scales the inner gradient (here by 2**16, enabled on the CPU to run it) and unscales it."""
+    weight = torch.randn(8, requires_grad=True)
+    inputs = torch.rand(3, 2, 2, 2), torch.rand(3, 2, 2, 2), torch.rand(3, 1, 1, 1)
+    plain = gradient_penalty(lambda x: torch.tanh(x.flatten(1) @ weight), *inputs)
+    (plain_gradient,) = torch.autograd.grad(plain, weight)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    scaled = gradient_penalty(lambda x: torch.tanh(x.flatten(1) @ weight), *inputs, scaler=scaler)
+    (scaled_gradient,) = torch.autograd.grad(scaled, weight)
+    assert scaled.item() == pytest.approx(plain.item(), rel=1e-5)
+    torch.testing.assert_close(scaled_gradient, plain_gradient, rtol=1e-5, atol=1e-7)
+
+
 def test_interpolate_endpoints() -> None:
     real, fake = torch.ones(2, 1, 2, 2), torch.zeros(2, 1, 2, 2)
     mixed = interpolate(real, fake, torch.tensor([1.0, 0.0]).view(2, 1, 1, 1))
