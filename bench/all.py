@@ -34,6 +34,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("generate", []),
     ("train", []),
     ("scaling", []),
+    ("gpu", []),  # records "skipped" where there is no CUDA GPU
 ]
 
 
