@@ -55,8 +55,8 @@ MU_WATER_PER_MM = 0.01929
 # Photons per mm of detector per radian of gantry rotation reaching the detector unattenuated at
 # dose 1.0. Calibrated (tests/simulate/test_acquisition.py, bench/acquisition.py) so that liver noise
 # behind a typical abdomen (REFERENCE_WATER_PATH_MM) with the "standard" kernel is ~17 HU on a 0.7 mm
-# grid, ~10.5 HU on a 1.4 mm grid and 13-18 HU in the liver of whole simulated slices: routine
-# portal-venous abdominal CT (published: 10-20 HU).
+# grid and ~10.5 HU on a 1.4 mm grid: routine portal-venous abdominal CT (published: 10-20 HU). Whole
+# slices, scanned at 0.7 mm with the Hann roll-off and resampled to 1.4 mm, measure ~11 HU in the liver.
 FLUENCE_PER_MM_RADIAN = 1.5e8
 
 # Mean water-equivalent path of a ray through an average adult abdomen (about 32 x 24 cm with fat,
