@@ -36,7 +36,13 @@ from augmentor.training.checkpoint import latest_checkpoint, read_checkpoint_rec
 from augmentor.training.data import InMemoryBatches, TrainingSet, load_training_set
 from augmentor.training.device import Precision, resolve_precision
 from augmentor.training.diffaugment import DiffAugment
-from augmentor.training.distributed import Distributed, barrier, init_distributed, shutdown_distributed
+from augmentor.training.distributed import (
+    Distributed,
+    barrier,
+    environment_world,
+    init_distributed,
+    shutdown_distributed,
+)
 from augmentor.training.ema import ExponentialMovingAverage
 from augmentor.training.recipe import GanRecipe
 from augmentor.training.samples import SampleGrid, with_standing_statistics
@@ -172,6 +178,7 @@ def train(
     # Everything that can refuse the run does so before a previous run's files are touched.
     _check_output(out, resume, overwrite)
     resolved = to_dict(recipe)
+    environment_world().local_batch(recipe.train.batch_size)  # before joining a process group: refuse a batch K ranks cannot share
     world, torch_device = init_distributed(device)
     try:
         written = _train(recipe, resolved, data, out, world, torch_device, resume=resume, progress=progress)
@@ -188,7 +195,6 @@ def _train(
 ) -> Path:
     """:func:`train` once the device and (under torchrun) the process group are set."""
     settings = recipe.train
-    world.local_batch(settings.batch_size)  # a global batch that does not divide among the ranks is refused
     precision = resolve_precision(settings.mixed_precision, torch_device)
     training_set = load_training_set(data, recipe.data.classes, recipe.data.hu_window)
     if training_set.image_shape[1:] != (recipe.model.image_size, recipe.model.image_size):

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
 
 from augmentor.recipes import load_recipe
 from augmentor.training.data import InMemoryBatches, load_training_set
@@ -30,6 +31,10 @@ from augmentor.training.distributed import SINGLE_PROCESS, Distributed, all_rank
 from augmentor.training.ema import ExponentialMovingAverage
 from augmentor.training.run import build_algorithm, derive_seed, train
 from augmentor.training.trainer import METRICS_LOG
+from cli import app
+from tests.one_line import assert_one_line_error
+
+runner = CliRunner()
 
 RECIPES = ("tiny-cgan", "tiny-wgan-gp")
 STEPS = 6
@@ -151,9 +156,23 @@ def test_torchrun_trains_with_rank_zero_writing_and_resumes_on_one_process(two_p
     assert json.loads((run / "model.json").read_text())["processes"] == 1
 
 
-def test_a_global_batch_that_does_not_divide_among_the_ranks_is_refused() -> None:
-    from augmentor.errors import AugmentorError
+def test_a_global_batch_that_does_not_divide_among_the_ranks_is_refused(
+    tiny_h5: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As torchrun would start it with 2 processes: refused in one line before any process group is joined."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    result = runner.invoke(app, ["train", "tiny-cgan", "--data", str(tiny_h5), "--out", str(tmp_path / "run"), "--set", "train.batch_size=7"])
+    assert_one_line_error(result, "train.batch_size 7", "multiple of 2")
+    assert not (tmp_path / "run").exists()
 
-    with pytest.raises(AugmentorError, match="multiple of 2"):
-        Distributed(rank=0, world_size=2).local_batch(7)
+
+def test_distributed_flag_prints_the_torchrun_lines(tiny_h5: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "tiny-cgan", "--data", str(tiny_h5), "--out", str(tmp_path / "run"), "--set", "train.steps=5", "--distributed"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("torchrun")]
+    arguments = f"-m augmentor.train tiny-cgan --data {tiny_h5} --out {tmp_path / 'run'} --set=train.steps=5"
+    assert lines[0] == f"torchrun --nproc-per-node=2 --standalone {arguments}"  # no GPU here: 2 CPU processes
+    assert lines[1].startswith("torchrun --nproc-per-node=2 --nnodes=2 --rdzv-backend=c10d --rdzv-endpoint=") and lines[1].endswith(arguments)
+    assert not (tmp_path / "run").exists()  # printed, not run
 
