@@ -211,6 +211,8 @@ def generate(
             raise AugmentorError("--class all needs --model NAME (which model's classes?)")
         entry = model_for_classes(plain)
     card = entry.card
+    if card.get("algorithm") == "cyclegan":
+        raise AugmentorError(f"model {entry.name!r} is a translation model (CycleGAN): use augment translate --model {entry.name} --input PHANTOMS.h5")
     requests = parse_class_requests(class_list, n, card["class_names"])
     total = sum(request.count for request in requests)
     pick_device(device)  # an unusable device is refused before any process starts

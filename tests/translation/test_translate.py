@@ -146,3 +146,8 @@ def test_translate_bad_inputs_are_one_line(tiny_model: Path, domains: tuple[Path
     assert_one_line_error(runner.invoke(app, ["translate", "--model", str(tiny_model), "--input", str(phantoms), *out]), "--overwrite")
     card = json.loads((tiny_model / "model.json").read_text())
     assert card["translation"]["segmenter"] == "segmenter"
+
+
+def test_generate_refuses_a_translation_model_in_one_line(tiny_model: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["generate", "--model", str(tiny_model), "--class", "abdomen", "--n", "2", "--out", str(tmp_path / "g.h5")])
+    assert_one_line_error(result, "translation model", "augment translate")
