@@ -6,6 +6,9 @@ this script collects them and prints the table last, with the total time. The di
 (``make bench BENCH_FULL=1``) asks for the real one.
 
     python bench/all.py [--full] [--only generate,train]
+
+Every ``bench/*.py`` but this runner and ``results.py`` is a benchmark; one that reports no figure through
+:func:`bench.results.record` still gets a row saying it ran.
 """
 
 from __future__ import annotations
@@ -25,17 +28,21 @@ from bench.results import RESULTS_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# (script, arguments): the sizes make bench runs (each ratio still the median of >= 5 interleaved repeats).
-BENCHMARKS: list[tuple[str, list[str]]] = [
-    ("acquisition", []),
-    ("augmentation", ["--repeats", "5"]),
-    ("cohort", ["--no-progress"]),
-    ("dataset", ["--repeats", "5"]),
-    ("generate", []),
-    ("train", []),
-    ("scaling", []),
-    ("gpu", []),  # records "skipped" where there is no CUDA GPU
-]
+# Every bench/*.py runs (a new benchmark joins the table by being there), with these arguments where the
+# defaults are not make bench's sizes; each ratio is still the median of >= 5 interleaved repeats.
+ARGUMENTS: dict[str, list[str]] = {
+    "augmentation": ["--repeats", "5"],
+    "cohort": ["--no-progress"],
+    "dataset": ["--repeats", "5"],
+}
+NOT_BENCHMARKS = {"all", "results"}  # this runner and the reporting helper
+CALIBRATION = "cohort_difficulty"  # run last, --quick unless --full
+
+
+def benchmarks() -> list[str]:
+    """The benchmark scripts' names, in name order, the calibration excluded."""
+    names = sorted(path.stem for path in (ROOT / "bench").glob("*.py"))
+    return [name for name in names if name not in NOT_BENCHMARKS | {CALIBRATION}]
 
 
 def difficulty_rows(path: Path, full: bool) -> list[dict[str, object]]:
@@ -81,24 +88,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         results = Path(folder) / "results.jsonl"
         environment = {**os.environ, RESULTS_ENV: str(results)}
-        for name, arguments in BENCHMARKS:
+        for name in benchmarks():
             if chosen is not None and name not in chosen:
                 continue
+            arguments = ARGUMENTS.get(name, [])
             print(f"== bench/{name}.py {' '.join(arguments)}", flush=True)
+            began = time.perf_counter()
             status = subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py"), *arguments], env=environment, cwd=ROOT).returncode
+            recorded = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
+            results.unlink(missing_ok=True)
+            rows += recorded
             if status:
                 failed.append(name)
                 rows.append({"figure": f"bench/{name}.py", "value": f"exited {status}", "target": "runs", "passed": False, "spread": ""})
-        if results.exists():
-            rows = [json.loads(line) for line in results.read_text().splitlines()] + rows
-        if chosen is None or "cohort_difficulty" in chosen:
+            elif not recorded:
+                rows.append({"figure": f"bench/{name}.py", "value": "ran; no figure recorded (see its output)", "target": "-", "passed": None, "spread": ""})
+            print(f"   ({time.perf_counter() - began:.0f} s)", flush=True)
+        if chosen is None or CALIBRATION in chosen:
             record = Path(folder) / "difficulty.json"
             arguments = ["--json", str(record)] + ([] if args.full else ["--quick"])
-            print(f"== bench/cohort_difficulty.py {' '.join(arguments)}", flush=True)
-            status = subprocess.run([sys.executable, str(ROOT / "bench" / "cohort_difficulty.py"), *arguments], cwd=ROOT).returncode
+            print(f"== bench/{CALIBRATION}.py {' '.join(arguments)}", flush=True)
+            status = subprocess.run([sys.executable, str(ROOT / "bench" / f"{CALIBRATION}.py"), *arguments], cwd=ROOT).returncode
             if status or not record.exists():
-                failed.append("cohort_difficulty")
-                rows.append({"figure": "bench/cohort_difficulty.py", "value": f"exited {status}", "target": "runs", "passed": False, "spread": ""})
+                failed.append(CALIBRATION)
+                rows.append({"figure": f"bench/{CALIBRATION}.py", "value": f"exited {status}", "target": "runs", "passed": False, "spread": ""})
             else:
                 rows += difficulty_rows(record, args.full)
     print_table(rows, time.perf_counter() - start)

@@ -16,7 +16,7 @@ is the median of the per-repeat ratios with their min-max. Neither has a target:
 of 1 thread replace 1 process of 2 threads, so the figures say what sharding and DDP cost or gain where
 cores, not devices, are shared -- with one process per GPU the same code scales with the GPUs.
 
-    python bench/scaling.py [--n 6144] [--steps 20] [--repeats 5]
+    python bench/scaling.py [--n 4096] [--steps 15] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -94,8 +94,8 @@ def training_rate(data: Path, out: Path, steps: int, world_size: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=6144, help="samples per generate run")
-    parser.add_argument("--steps", type=int, default=20, help="training steps per run (the rate is taken after the first 5)")
+    parser.add_argument("--n", type=int, default=4096, help="samples per generate run")
+    parser.add_argument("--steps", type=int, default=15, help="training steps per run (the rate is taken after the first 5)")
     parser.add_argument("--repeats", type=int, default=MIN_REPEATS)
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPU cores, torch {torch.__version__}")

@@ -10,7 +10,7 @@ recipe's rate (one per ``checkpoint_every`` steps) as a real run would pay for i
 and sample grids are off on both sides by default (``--diffaugment`` turns DiffAugment on for both).
 
 The figure is the median over ``--repeats`` (>= 5) back-to-back pairs of the per-pair ratio, with the
-pairs' min-max as its spread. A timed run is 30 cGAN / 8 WGAN-GP steps (a few seconds each on 2 cores:
+pairs' min-max as its spread. A timed run is 24 cGAN / 6 WGAN-GP steps (a few seconds each on 2 cores:
 long enough that timer and warm-up noise stay well under the 5 % the target allows).
 
     python bench/train.py                      # the shipped recipes' sizes (64x64, batch 64)
@@ -186,7 +186,7 @@ def _warm_batch(data: TrainingSet, recipe, device: torch.device, algorithm) -> d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="shipped")
-    parser.add_argument("--steps", type=int, default=None, help="steps per timed run (default: 30 cGAN, 8 WGAN-GP)")
+    parser.add_argument("--steps", type=int, default=None, help="steps per timed run (default: 24 cGAN, 6 WGAN-GP)")
     parser.add_argument("--repeats", type=int, default=MIN_REPEATS)
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -198,7 +198,7 @@ def main() -> None:
     print(f"device {device}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}, size {args.size}")
     # The WGAN-GP recipe is sized for a GPU (base 64); on a CPU it is timed at the shipped DCGANs' width.
     wgan_width = ["model.base_channels=32", "model.discriminator_channels=24"] if device.type == "cpu" and args.size == "shipped" else []
-    for label, recipe_name, default_steps, extra in (("cGAN", "frid-adar-liver", 30, []), ("WGAN-GP", "onishi-lung", 8, wgan_width)):
+    for label, recipe_name, default_steps, extra in (("cGAN", "frid-adar-liver", 24, []), ("WGAN-GP", "onishi-lung", 6, wgan_width)):
         overrides = [*SIZES[args.size], *extra, "train.log_every=10"]
         if not args.diffaugment:
             overrides.append("train.diffaugment=[]")
