@@ -125,7 +125,10 @@ class SampleStream:
     @torch.inference_mode()
     def group(self, label: int, block: int) -> tuple[np.ndarray, np.ndarray]:
         """Images (GROUP, C, H, W) int16 HU and masks (GROUP, H, W) uint8 of one aligned block."""
-        latents = torch.from_numpy(latent_block(self.seed, label, block, self.latent_dim)).to(self.device)
+        latents = torch.from_numpy(latent_block(self.seed, label, block, self.latent_dim))
+        if self.device.type == "cuda":
+            latents = latents.pin_memory()  # an asynchronous copy: the GPU does not wait on the host
+        latents = latents.to(self.device, non_blocking=True)
         labels = torch.full((GROUP,), label, dtype=torch.long, device=self.device)
         output = self.network(latents, labels).float()
         masks = (output[:, self.image_channels] > 0).to(torch.uint8)  # tanh mask channel: > 0 is lesion
