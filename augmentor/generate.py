@@ -34,6 +34,7 @@ from augmentor.data.schema import Source
 from augmentor.data.writer import H5Writer, check_output
 from augmentor.errors import AugmentorError
 from augmentor.progress import progress_bar
+from augmentor.training.device import resolve_device
 from augmentor.training.distributed import Distributed
 
 GROUP = 256  # forward-pass and latent-block size, aligned to absolute sample indices
@@ -99,16 +100,8 @@ def _pair(values: Sequence[float]) -> tuple[float, float]:
 
 
 def pick_device(device: str | None) -> torch.device:
-    """``None``/"auto": CUDA when available, else CPU; otherwise the device named."""
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        chosen = torch.device(device)
-    except RuntimeError:
-        raise AugmentorError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from None
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise AugmentorError(f"device {device!r} requested but CUDA is not available")
-    return chosen
+    """``None``/"auto": CUDA when available, else CPU; otherwise the device named (checked: one-line errors)."""
+    return resolve_device(device or None)
 
 
 class SampleStream:
