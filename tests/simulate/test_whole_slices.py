@@ -95,7 +95,7 @@ def test_scan_at_0_7_mm_resampled_to_1_4_mm_has_a_routine_nps() -> None:
 
 def test_aorta_never_in_the_heart_and_ivc_never_in_lung() -> None:
     aorta_touches_heart = ivc_touches_lung = slices_with_heart = 0
-    for seed in range(8):
+    for seed in range(6):
         patient = _patient(seed)
         for z in np.arange(-5.0, 41.0, 5.0):  # around the diaphragm's domes, where the heart sits
             labels = anatomy.render_labels(patient, float(z), 96, SPACING_MM)
@@ -104,7 +104,7 @@ def test_aorta_never_in_the_heart_and_ivc_never_in_lung() -> None:
             aorta_touches_heart += bool((labels[around_aorta] == Tissue.HEART).any())
             around_ivc = ndimage.binary_dilation(labels == Tissue.IVC, CROSS)
             ivc_touches_lung += bool((labels[around_ivc] == Tissue.LUNG).any())
-    assert slices_with_heart >= 20  # the test looks where the heart is
+    assert slices_with_heart >= 15  # the test looks where the heart is
     assert aorta_touches_heart == 0
     assert ivc_touches_lung == 0
 
