@@ -223,3 +223,13 @@ def test_torchrun_ranks_write_one_shard_each_and_rank_zero_joins(model_dir: Path
     assert read_info(tmp_path / "ranks.h5").num_samples == 263
     for expected, got in zip(_read_all(single), _read_all(tmp_path / "ranks.h5"), strict=True):
         np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize(("arguments", "fragment"), [(["--n", "3", "--shards", "0"], "--shards must be at least 1"),
+                                                     (["--n", "3", "--shards", "4"], "--shards 4 is more than the 3 samples")])
+def test_bad_shard_counts_are_refused_in_one_line(arguments: list[str], fragment: str, model_dir: Path, tmp_path: Path) -> None:
+    from tests.one_line import assert_one_line_error
+
+    result = runner.invoke(app, ["generate", "--class", "cyst", "--model", str(model_dir), "--out", str(tmp_path / "s.h5"), *arguments])
+    assert_one_line_error(result, fragment)
+    assert list(tmp_path.glob("s*.h5")) == []
