@@ -25,7 +25,8 @@ can later score translations for hallucinated or erased structures (Cohen et al.
 
 Adversarial loss: least squares (Mao et al. 2017) as published; learning rate constant for the first
 ``decay_from`` of the steps, then linear to zero (computed from the algorithm's own step count, so a
-checkpoint resumes the schedule exactly).
+checkpoint resumes the schedule exactly; a run resumed with more ``train.steps`` stretches the decay over
+the new length).
 """
 
 from __future__ import annotations
