@@ -139,12 +139,6 @@ def build_algorithm(recipe: GanRecipe, data: TrainingSet, device: torch.device, 
         "seed": derive_seed(settings.seed, "algorithm"),
         "device": device,
     }
-    if settings.compile:
-        # torch.compile in place (state-dict keys unchanged). Not the WGAN-GP critic: compiled graphs do
-        # not support the double backward of the gradient penalty.
-        generator.compile()
-        if settings.algorithm != "wgan-gp":
-            discriminator.compile()
     if settings.algorithm == "wgan-gp":
         return WassersteinGP(generator, discriminator, n_critic=settings.n_critic or 5, lambda_gp=settings.lambda_gp, **common)
     return ConditionalGAN(generator, discriminator, loss=settings.loss or "non-saturating", **common)
@@ -221,6 +215,12 @@ def _train(
     algorithm = build_algorithm(recipe, training_set, torch_device, precision)
     batches = InMemoryBatches(training_set, settings.batch_size, derive_seed(settings.seed, "data-order"), torch_device, world)
     ema = ExponentialMovingAverage(algorithm.generator, settings.ema_decay)
+    if settings.compile:
+        # torch.compile in place (state-dict keys unchanged), after the EMA's copy (which stays eager). Not the
+        # WGAN-GP critic: compiled graphs do not support the double backward of the gradient penalty.
+        algorithm.generator.compile()
+        if settings.algorithm != "wgan-gp":
+            algorithm.discriminator.compile()
     algorithm.distribute(world)  # after the EMA's copy: the copy keeps plain BatchNorm
     image_channels = training_set.image_shape[0]
     sampler = SampleGrid(
