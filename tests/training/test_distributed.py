@@ -1,6 +1,6 @@
 """Data-parallel training with gloo: 2 CPU processes compute what 1 process does.
 
-One launch of 2 processes serves the fast tests here (starting processes costs more than the tiny
+One launch of 2 processes serves the checks here (starting processes costs more than the tiny
 training). They are forked from the test process with the environment torchrun gives its workers
 (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), so they skip importing
 torch again; the slow test runs the real ``torchrun ... -m augmentor.train``. Each rank takes one update
@@ -88,9 +88,7 @@ def _rank(rank: int, port: int, out: Path, data: Path) -> None:
         worker(out, data)
 
 
-@pytest.fixture(scope="module")
-def two_processes(tiny_h5: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("ddp")
+def run_two_processes(tiny_h5: Path, out: Path) -> Path:
     context = torch.multiprocessing.get_context("fork")
     port = _free_port()
     processes = [context.Process(target=_rank, args=(rank, port, out, tiny_h5)) for rank in range(2)]
@@ -118,8 +116,15 @@ def test_torchrun_runs_the_training_module(tiny_h5: Path, tmp_path: Path) -> Non
     assert json.loads((tmp_path / "run" / "model.json").read_text())["processes"] == 2
 
 
-@pytest.mark.parametrize("name", RECIPES)
-def test_two_processes_take_the_same_first_step_as_one(name: str, two_processes: Path, tiny_h5: Path) -> None:
+def test_two_gloo_processes_match_one_process_and_rank_zero_writes(tiny_h5: Path, tmp_path: Path) -> None:
+    """One launch for both checks (under pytest-xdist, a shared fixture could launch once per worker)."""
+    two_processes = run_two_processes(tiny_h5, tmp_path)
+    for name in RECIPES:
+        check_first_step(name, two_processes, tiny_h5)
+    check_training_run(two_processes, tiny_h5)
+
+
+def check_first_step(name: str, two_processes: Path, tiny_h5: Path) -> None:
     """Same global batch: global BatchNorm statistics, per-sample draws (latents, DiffAugment, GP
     interpolation) and DDP-averaged gradients, including the gradient penalty's, give one process's update."""
     distributed = load_file(str(two_processes / f"{name}.safetensors"))
@@ -129,7 +134,7 @@ def test_two_processes_take_the_same_first_step_as_one(name: str, two_processes:
     untouched = build_algorithm(initial, load_training_set(tiny_h5), torch.device("cpu"), resolve_precision("off", torch.device("cpu")))
     moved = 0
     for key, value in single.items():
-        torch.testing.assert_close(distributed[key], value, rtol=1e-4, atol=1e-5, msg=lambda text, key=key: f"{key}: {text}")
+        torch.testing.assert_close(distributed[key], value, rtol=1e-4, atol=1e-5, msg=lambda text, key=key: f"{name} {key}: {text}")
         if key.startswith("discriminator.") and key.removeprefix("discriminator.") in untouched.discriminator.state_dict():
             moved += int(not torch.equal(value, untouched.discriminator.state_dict()[key.removeprefix("discriminator.")].float()))
     assert moved > 0  # the step changed the weights, so matching them means something
@@ -137,7 +142,8 @@ def test_two_processes_take_the_same_first_step_as_one(name: str, two_processes:
         assert single["metric.gradient_penalty"].item() > 0
 
 
-def test_torchrun_trains_with_rank_zero_writing_and_resumes_on_one_process(two_processes: Path, tiny_h5: Path) -> None:
+def check_training_run(two_processes: Path, tiny_h5: Path) -> None:
+    """The training entry on 2 ranks: rank 0 alone writes; its checkpoint resumes in 1 process."""
     run = two_processes / "run"
     log = [json.loads(line) for line in (run / METRICS_LOG).read_text().splitlines()]
     assert [line["step"] for line in log] == [2, 4, 6]  # one writer: no line twice
