@@ -19,7 +19,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -36,7 +36,15 @@ from evaluation.arms import Arm, Pool, StagePlan
 from evaluation.metrics import segmentation_per_sample
 from evaluation.models import build_classifier, build_segmenter
 from evaluation.recipe import AugmentationSection, ClassifierSection, SegmenterSection
-from evaluation.training import Samples, Task, TrainingStage, TrainSettings, predict, train_network
+from evaluation.training import (
+    Samples,
+    Task,
+    TrainingStage,
+    TrainSettings,
+    budget_steps,
+    predict,
+    train_network,
+)
 
 # Bump when a change to the training, data or metric code changes what a job computes: cached results
 # of older versions are then ignored.
@@ -123,7 +131,12 @@ class Job:
         return (self.task.value, self.arm.name, self.seed)
 
     def content_hash(self) -> str:
-        """A hash of everything that determines the job's result."""
+        """A hash of everything that determines the job's result, except the stages' budgets (``epochs``).
+
+        A stage that early stopping ended before its budget trains the same steps under any budget it fits
+        in, so a result is keyed without the budget and :func:`load_cached` checks, from the stored logs,
+        that it holds for this job's budgets: raising a recipe's ``epochs`` recomputes only the jobs that
+        ran into the old budget."""
         data = self.data
         used: dict[str, Any] = {
             "train": [data.file_hashes.get(p, p) for p in data.train_paths],
@@ -142,7 +155,7 @@ class Job:
             "version": JOB_VERSION,
             "task": self.task.value,
             "seed": self.seed,
-            "stages": [{**asdict(plan), "pool": plan.pool.value} for plan in self.stages],
+            "stages": [{**asdict(plan), "pool": plan.pool.value, "epochs": None} for plan in self.stages],
             "data": used,
             "classifier": asdict(self.classifier) if factory is None else f"{factory.__module__}.{factory.__qualname__}",
             "segmenter": asdict(self.segmenter),
@@ -343,10 +356,27 @@ def load_cached(folder: Path | None, job: Job) -> JobResult | None:
             stored = {name: arrays[name] for name in arrays.files}
     except (OSError, ValueError):
         return None  # a damaged entry is recomputed
+    if not holds_for_budgets(meta["logs"], job):
+        return None
     outputs = {name[len("out/") :]: value for name, value in stored.items() if name.startswith("out/")}
     first = {name[len("first/") :]: value for name, value in stored.items() if name.startswith("first/")}
     weights = {name[len("weights/") :]: torch.from_numpy(value.copy()) for name, value in stored.items() if name.startswith("weights/")}
     return JobResult(job.key, outputs, meta["logs"], float(meta["seconds"]), weights or None, first, cached=True)
+
+
+def holds_for_budgets(logs: Sequence[Mapping[str, Any]], job: Job) -> bool:
+    """Whether stored stage logs are what ``job`` would compute under its own budgets: each stage either
+    stopped early at or before this job's budget (the same steps under any budget it fits in), or ran into a
+    budget equal to this job's."""
+    if len(logs) != len(job.stages):
+        return False
+    for log, plan in zip(logs, job.stages, strict=True):
+        budget = budget_steps(int(log["samples"]), job.settings.batch_size, plan.epochs, plan.min_steps)
+        if log["budget_bound"] and int(log["budget_steps"]) != budget:
+            return False
+        if int(log["steps"]) > budget:
+            return False
+    return True
 
 
 def store(folder: Path | None, job: Job, result: JobResult) -> None:

@@ -138,8 +138,13 @@ class TrainingStage:
     augment: bool = False
 
     def budget_steps(self, batch_size: int) -> int:
-        steps_per_epoch = math.ceil(len(self.samples) / min(batch_size, len(self.samples)))
-        return max(int(self.min_steps), math.ceil(self.epochs * steps_per_epoch))
+        return budget_steps(len(self.samples), batch_size, self.epochs, self.min_steps)
+
+
+def budget_steps(samples: int, batch_size: int, epochs: float, min_steps: int) -> int:
+    """Optimiser steps of ``epochs`` passes over ``samples`` in batches of ``batch_size``, at least ``min_steps``."""
+    steps_per_epoch = math.ceil(samples / min(batch_size, samples))
+    return max(int(min_steps), math.ceil(epochs * steps_per_epoch))
 
 
 @dataclass

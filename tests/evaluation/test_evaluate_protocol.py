@@ -58,6 +58,39 @@ def test_finished_jobs_are_cached_and_an_extended_run_computes_only_what_is_new(
     assert json.loads((tmp_path / "third" / "report.json").read_text())["jobs"]["from_cache"] == 0
 
 
+def test_a_larger_budget_recomputes_only_the_jobs_that_ran_into_the_old_one(tiny_inputs: Any, run_evaluate: Run, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    base = tiny_inputs.overrides(*QUICK, 'arms.classification=["real", "classic"]', f"train.cache={cache}", "arms.reference=false")
+    base += ["train.seeds=[0, 1, 2]", "train.eval_every=2", "train.patience=3", "train.lr_patience=1", "train.min_steps=2"]
+    assert run_evaluate(tmp_path / "first", [*base, "train.epochs=3"])[0] == 0
+    first = json.loads((tmp_path / "first" / "report.json").read_text())["classification"]["convergence"]
+    bound = sum(first[arm]["budget_bound_seeds"] for arm in ("real", "classic"))
+    assert 0 < bound < 6  # both kinds of job, or the test shows nothing
+    assert run_evaluate(tmp_path / "second", [*base, "train.epochs=30"])[0] == 0
+    second = json.loads((tmp_path / "second" / "report.json").read_text())
+    assert second["jobs"]["from_cache"] == 6 - bound  # the early-stopped jobs hold under any budget they fit in
+    for arm in ("real", "classic"):
+        for seed, (steps, budget) in enumerate(zip(first[arm]["steps_run"], first[arm]["budget_steps"], strict=True)):
+            if steps < budget:
+                assert second["classification"]["convergence"][arm]["steps_run"][seed] == steps
+
+
+def test_stored_logs_hold_for_a_budget_only_where_the_stage_fits_in_it() -> None:
+    from types import SimpleNamespace
+
+    from evaluation.jobs import holds_for_budgets
+
+    def job(epochs: float) -> Any:  # 64 samples in batches of 32: 2 steps an epoch
+        return SimpleNamespace(stages=(SimpleNamespace(epochs=epochs, min_steps=10),), settings=SimpleNamespace(batch_size=32))
+
+    stopped = [{"samples": 64, "steps": 40, "budget_steps": 100, "budget_bound": False}]
+    bound = [{"samples": 64, "steps": 100, "budget_steps": 100, "budget_bound": True}]
+    assert holds_for_budgets(stopped, job(50)) and holds_for_budgets(stopped, job(20)) and holds_for_budgets(stopped, job(500))
+    assert not holds_for_budgets(stopped, job(10))  # a 20-step budget would have cut it
+    assert holds_for_budgets(bound, job(50)) and not holds_for_budgets(bound, job(100)) and not holds_for_budgets(bound, job(20))
+    assert not holds_for_budgets(stopped * 2, job(50))  # another number of stages
+
+
 def test_synthetic_only_is_the_pretraining_of_pretrain_finetune(tiny_inputs: Any, run_evaluate: Run, tmp_path: Path) -> None:
     overrides = tiny_inputs.overrides(*QUICK, 'arms.classification=["pretrain-finetune", "synthetic-only"]', "arms.pretrain_samples=0", "arms.synthetic_only_ratio=0")
     code, output = run_evaluate(tmp_path / "r", overrides)
