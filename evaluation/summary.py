@@ -130,18 +130,52 @@ def markdown(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def calibration_markdown(calibration: Mapping[str, Any]) -> str:
+    """The README table of one difficulty calibration (``bench/cohort_difficulty.py --json``)."""
+    sens, spec = "sensitivity_macro", "specificity_macro"
+    large = calibration["large"]
+    lines = [
+        f"| cohort | cohort seed | training seeds | published count: macro sensitivity / specificity | {large} lesions | gain in sensitivity | budget-bound jobs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    seeds = len(calibration["train"]["seeds"])
+    for result in calibration["results"]:
+        arms = result["arms"]
+        small, big = arms["small"], arms["large"]
+        bound = sum(len(arm.get("budget_bound") or []) for arm in (small, big))
+        lines.append(
+            f"| {calibration['cohort']} | {result['cohort_seed']} | {seeds} "
+            f"| {small['train_samples']}: {format_interval(small['metrics'][sens])} / {format_interval(small['metrics'][spec])} "
+            f"| {format_interval(big['metrics'][sens])} / {format_interval(big['metrics'][spec])} "
+            f"| {format_interval(result['gain'][sens], signed=True)} | {bound} of {2 * seeds} |"
+        )
+    across = calibration.get("across_cohort_seeds")
+    if across:
+        cohort_seeds = ", ".join(str(seed) for seed in calibration["cohort_seeds"])
+        lines.append(
+            f"| {calibration['cohort']} | mean ± sd over {cohort_seeds} | | {across['small'][sens]['mean']:.3f} ± {across['small'][sens]['sd']:.3f} "
+            f"| {across['large'][sens]['mean']:.3f} ± {across['large'][sens]['sd']:.3f} | {across['gain'][sens]['mean']:+.3f} ± {across['gain'][sens]['sd']:.3f} | |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def readme_block(result: Mapping[str, Any]) -> tuple[str, str]:
+    """The README block name and table of a committed result: an evaluation summary (``evaluate-...``) or a
+    difficulty calibration (``calibration-<cohort>``, from ``bench/cohort_difficulty.py --json``)."""
+    if "across_cohort_seeds" in result or "results" in result:
+        return f"calibration-{result['cohort']}", calibration_markdown(result)
+    return str(result["name"]), markdown(result)
+
+
 def update_readme(readme: Path, summaries: Sequence[Path]) -> bool:
     """Rewrite the marked blocks of ``readme`` from ``summaries``; returns whether anything changed."""
     text = readme.read_text()
     updated = text
     for path in summaries:
-        summary = json.loads(path.read_text())
-        name = summary["name"]
+        name, table = readme_block(json.loads(path.read_text()))
         pattern = re.compile(rf"(<!-- results:{re.escape(name)} -->\n).*?(<!-- /results:{re.escape(name)} -->)", re.S)
         if not pattern.search(updated):
             raise SystemExit(f"{readme}: no block <!-- results:{name} --> ... <!-- /results:{name} -->")
-        table = markdown(summary)
-
         def replace(match: re.Match[str], table: str = table) -> str:
             return match.group(1) + table + match.group(2)
 
@@ -152,7 +186,7 @@ def update_readme(readme: Path, summaries: Sequence[Path]) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="README tables from committed evaluation summaries.")
+    parser = argparse.ArgumentParser(description="README tables from committed evaluation summaries and difficulty calibrations.")
     parser.add_argument("summaries", nargs="+", type=Path)
     parser.add_argument("--update", type=Path, help="rewrite the marked blocks of this README")
     arguments = parser.parse_args(argv)
@@ -161,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{arguments.update}: {'updated' if changed else 'already up to date'}")
         return 0
     for path in arguments.summaries:
-        sys.stdout.write(markdown(json.loads(path.read_text())) + "\n")
+        sys.stdout.write(readme_block(json.loads(path.read_text()))[1] + "\n")
     return 0
 
 

@@ -1,5 +1,6 @@
-"""The README's result tables are generated from the committed summaries in results/, never typed: every marked
-block equals what its summary gives, and every committed summary has its block."""
+"""The README's result tables are generated from the committed results in results/ (evaluation summaries and
+difficulty calibrations), never typed: every marked block equals what its file gives, and every committed file
+has its block."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.summary import SUMMARY_FORMAT, markdown, update_readme
+from evaluation.summary import SUMMARY_FORMAT, readme_block, update_readme
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = sorted((ROOT / "results").glob("*.json"))
+SUMMARIES = [path for path in RESULTS if path.stem.startswith("evaluate-")]
 
 
 def test_the_shipped_experiments_have_committed_summaries() -> None:
-    # evaluate-lung joins this set once it has been rerun with the converged harness
-    assert {path.stem for path in RESULTS} >= {"evaluate-liver"}
-    for path in RESULTS:
+    assert {path.stem for path in SUMMARIES} >= {"evaluate-liver", "evaluate-lung"}
+    assert {path.stem for path in RESULTS} >= {"calibration-liver-lesions"}
+    for path in SUMMARIES:
         summary = json.loads(path.read_text())
         assert summary["format"] == SUMMARY_FORMAT and summary["name"] == path.stem
         assert summary["classification"]["arms"] and summary["runtime_s"] > 0
@@ -26,12 +28,12 @@ def test_the_shipped_experiments_have_committed_summaries() -> None:
 
 @pytest.mark.parametrize("path", RESULTS, ids=[path.stem for path in RESULTS])
 def test_readme_blocks_equal_the_generated_tables(path: Path) -> None:
-    summary = json.loads(path.read_text())
+    name, table = readme_block(json.loads(path.read_text()))
+    assert path.stem == name
     readme = (ROOT / "README.md").read_text()
-    name = summary["name"]
     match = re.search(rf"<!-- results:{re.escape(name)} -->\n(.*?)<!-- /results:{re.escape(name)} -->", readme, re.S)
     assert match is not None, f"README has no block for {name}"
-    assert match.group(1) == markdown(summary), f"README block {name} differs: run python -m evaluation.summary --update README.md results/*.json"
+    assert match.group(1) == table, f"README block {name} differs: run python -m evaluation.summary --update README.md results/*.json"
 
 
 def test_update_rewrites_a_stale_block(tmp_path: Path) -> None:
