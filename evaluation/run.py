@@ -620,8 +620,8 @@ def _evaluate(recipe: EvaluateRecipe, out: Path, *, overwrite: bool, progress: b
         cache = Path(recipe.train.cache) if recipe.train.cache else None
         with progress_bar("evaluate: train and test", len(jobs), enabled=progress) as advance:
             results = run_jobs(jobs, recipe.train.workers, advance, cache)
+        cached_jobs = sum(result.cached for result in results.values())  # before the shared arms are copied in
         _expand_shared(results, plan)
-        cached_jobs = sum(result.cached for result in results.values())
 
         # 5. Statistics and audits.
         report: dict[str, Any] = {}

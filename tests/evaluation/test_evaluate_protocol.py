@@ -101,6 +101,10 @@ def test_synthetic_only_is_the_pretraining_of_pretrain_finetune(tiny_inputs: Any
     for only, both in zip(training["synthetic-only"], training["pretrain-finetune"], strict=True):
         assert only["stages"] == both["stages"][:1]
     assert report["classification"]["metrics"]["synthetic-only"]["accuracy"]["estimate"] is not None
+    cache = tmp_path / "cache"
+    for name in ("first", "again"):
+        assert run_evaluate(tmp_path / name, [*overrides, f"train.cache={cache}"])[0] == 0
+    assert json.loads((tmp_path / "again" / "report.json").read_text())["jobs"]["from_cache"] == 2  # jobs, not arms
 
 
 def test_the_reference_row_and_convergence_record_are_reported(tiny_inputs: Any, run_evaluate: Run, tmp_path: Path) -> None:
