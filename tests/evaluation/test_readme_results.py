@@ -19,7 +19,7 @@ SUMMARIES = [path for path in RESULTS if path.stem.startswith("evaluate-")]
 
 def test_the_shipped_experiments_have_committed_summaries() -> None:
     assert {path.stem for path in SUMMARIES} >= {"evaluate-liver", "evaluate-lung"}
-    assert {path.stem for path in RESULTS} >= {"calibration-liver-lesions"}
+    assert {path.stem for path in RESULTS} >= {"calibration-liver-lesions", "calibration-lung-nodules"}
     for path in SUMMARIES:
         summary = json.loads(path.read_text())
         assert summary["format"] == SUMMARY_FORMAT and summary["name"] == path.stem
