@@ -94,6 +94,16 @@ def _clear_output(out: Path, resume: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def resume_checkpoint(out: Path, metadata: dict[str, Any]) -> Path:
+    """The newest intact checkpoint in ``out`` for ``--resume``, refused in one line when there is none or when
+    it was trained on other data or another recipe (:func:`_check_resumable`)."""
+    checkpoint = latest_checkpoint(out / CHECKPOINTS)
+    if checkpoint is None:
+        raise AugmentorError(f"{out}: no intact checkpoint to resume from; run without --resume")
+    _check_resumable(read_checkpoint_record(checkpoint)["metadata"], metadata, checkpoint)
+    return checkpoint
+
+
 def _check_resumable(saved: dict[str, Any], current: dict[str, Any], checkpoint: Path) -> None:
     """Refuse to resume with a different recipe or data (the result would match neither run)."""
     if saved.get("training_data_sha256") != current["training_data_sha256"]:
@@ -197,12 +207,7 @@ def _train(
             f"model.image_size is {recipe.model.image_size}; set --set model.image_size={training_set.image_shape[1]}"
         )
     metadata = {"recipe": resolved, "training_data_sha256": training_set.sha256, "class_names": list(training_set.class_names)}
-    checkpoint = None
-    if resume:
-        checkpoint = latest_checkpoint(out / CHECKPOINTS)
-        if checkpoint is None:
-            raise AugmentorError(f"{out}: no intact checkpoint to resume from; run without --resume")
-        _check_resumable(read_checkpoint_record(checkpoint)["metadata"], metadata, checkpoint)
+    checkpoint = resume_checkpoint(out, metadata) if resume else None
     if world.is_main:
         _clear_output(out, resume)
     barrier(world)  # no rank reads the run directory before rank 0 has prepared it

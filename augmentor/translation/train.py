@@ -28,7 +28,6 @@ from augmentor.errors import AugmentorError
 from augmentor.models.card import save_model, write_json_atomic
 from augmentor.models.registry import build_network
 from augmentor.recipes import to_dict
-from augmentor.training.checkpoint import latest_checkpoint, read_checkpoint_record
 from augmentor.training.cyclegan import CycleGAN
 from augmentor.training.data import TrainingSet, load_training_set
 from augmentor.training.device import Precision, resolve_device, resolve_precision
@@ -36,12 +35,12 @@ from augmentor.training.run import (
     RESOLVED_RECIPE,
     SAMPLES,
     _check_output,
-    _check_resumable,
     _clear_output,
     derive_seed,
+    resume_checkpoint,
 )
 from augmentor.training.samples import CycleSampleGrid
-from augmentor.training.trainer import CHECKPOINTS, Trainer
+from augmentor.training.trainer import Trainer
 from augmentor.training.unpaired import UnpairedBatches
 from augmentor.translation.recipe import CycleGanRecipe
 
@@ -169,12 +168,7 @@ def train_cyclegan(
             raise AugmentorError("train.structure_consistency needs the same mask_label_names in --data-a and --data-b")
     judge = settings.judge and labelled_b
     metadata = {"recipe": resolved, "training_data_sha256": f"{domain_a.sha256}+{domain_b.sha256}"}
-    checkpoint = None
-    if resume:
-        checkpoint = latest_checkpoint(out / CHECKPOINTS)
-        if checkpoint is None:
-            raise AugmentorError(f"{out}: no intact checkpoint to resume from; run without --resume")
-        _check_resumable(read_checkpoint_record(checkpoint)["metadata"], metadata, checkpoint)
+    checkpoint = resume_checkpoint(out, metadata) if resume else None
     _clear_output(out, resume)
     if not resume:
         for folder in (REVERSE, SEGMENTER):
