@@ -122,16 +122,21 @@ class SampleGrid:
         network = with_standing_statistics(generator, self.statistics_batch_size, self.statistics_batches, self.seed + 1)
         pairs = network(self.latents.to(device), self.labels.to(device))
         picture = render_grid(pairs, self.class_names, self.image_channels)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"step-{step:08d}.png"
-        temporary = temporary_path(path)
-        try:
-            picture.save(temporary, format="PNG")
-            os.replace(temporary, path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-        return path
+        return save_step_png(picture, self.directory, step)
+
+
+def save_step_png(picture: Image.Image, directory: Path, step: int) -> Path:
+    """Write a rendered grid as ``directory/step-XXXXXXXX.png`` atomically (aside, then renamed)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"step-{step:08d}.png"
+    temporary = temporary_path(path)
+    try:
+        picture.save(temporary, format="PNG")
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
 
 
 class CycleSampleGrid:
@@ -165,13 +170,4 @@ class CycleSampleGrid:
         images = torch.cat([row[:, :1].float().cpu() for row in rows])
         no_mask = torch.full_like(images, -1.0)  # nothing to outline
         picture = render_grid(torch.cat([images, no_mask], dim=1), self.ROWS)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"step-{step:08d}.png"
-        temporary = temporary_path(path)
-        try:
-            picture.save(temporary, format="PNG")
-            os.replace(temporary, path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-        return path
+        return save_step_png(picture, self.directory, step)
