@@ -11,6 +11,10 @@
 (d) ``pretrain-finetune``: pretrain on synthetic samples, then fine-tune on the real data with classic
     augmentation (Onishi et al. 2019). Pretraining is not augmented: tens of thousands of synthetic
     samples bring their own variety.
+(t) ``classic+translated(MODEL) xR``: (b) plus R phantom slices per real slice, translated into the CT domain
+    by the CycleGAN ``MODEL`` (segmentation: the phantom's labels are the translation's); one set of arms
+    per translation model (e.g. with and without structure consistency).
+(p) ``classic+phantom xR``: (b) plus the same phantom slices untranslated: what the translation adds.
 (e) ``synthetic-only``: train on synthetic samples only, test on real (TSTR): a fidelity measure
     (how much of the real task the GAN's samples teach), not a way to use them. Not augmented. When its
     samples and budget equal (d)'s pretraining, the same trained network serves both (one computation).
@@ -39,6 +43,8 @@ class ArmKind(StrEnum):
     CLASSIC_ORACLE = "classic+oracle"
     PRETRAIN_FINETUNE = "pretrain-finetune"
     SYNTHETIC_ONLY = "synthetic-only"
+    CLASSIC_TRANSLATED = "classic+translated"
+    CLASSIC_PHANTOM = "classic+phantom"
 
 
 class Pool(StrEnum):
@@ -47,6 +53,13 @@ class Pool(StrEnum):
     NONE = ""
     SYNTHETIC = "synthetic"
     ORACLE = "oracle"
+    TRANSLATED = "translated"  # one pool per translation model (the stage's ``source``)
+    PHANTOM = "phantom"
+
+
+def pool_key(pool: Pool, source: str = "") -> str:
+    """The name of one pool: its kind, and the translation model for translated phantoms."""
+    return f"{pool.value}:{source}" if source else pool.value
 
 
 BASELINE = ArmKind.REAL.value  # paired differences are against this arm
@@ -54,6 +67,7 @@ BASELINE = ArmKind.REAL.value  # paired differences are against this arm
 # et al. 2018 ask is what GAN samples add on top of classic augmentation.
 CLASSIC_BASELINE = ArmKind.CLASSIC.value
 SYNTHETIC_KINDS = (ArmKind.CLASSIC_SYNTHETIC, ArmKind.PRETRAIN_FINETUNE, ArmKind.SYNTHETIC_ONLY)
+PHANTOM_KINDS = (ArmKind.CLASSIC_TRANSLATED, ArmKind.CLASSIC_PHANTOM)  # segmentation arms that add phantom slices
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,7 @@ class StagePlan:
         augment: apply classic augmentation.
         epochs: budget in epochs of this stage's samples.
         min_steps: floor of the budget.
+        source: which pool of its kind (the translation model of a translated pool); "" for the others.
     """
 
     name: str
@@ -85,6 +100,7 @@ class StagePlan:
     augment: bool
     epochs: float
     min_steps: int
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -94,6 +110,7 @@ class Arm:
     name: str
     kind: ArmKind
     ratio: float = 0.0  # pool samples per real sample, per class
+    source: str = ""  # the translation model of a classic+translated arm
 
     @property
     def uses_synthetic(self) -> bool:
@@ -122,6 +139,10 @@ class Arm:
             return (stage("train", True, Pool.SYNTHETIC, scaled, True, train),)
         if self.kind is ArmKind.CLASSIC_ORACLE:
             return (stage("train", True, Pool.ORACLE, scaled, True, train),)
+        if self.kind is ArmKind.CLASSIC_TRANSLATED:
+            return (StagePlan("train", True, Pool.TRANSLATED, scaled, True, train.epochs, train.min_steps, self.source),)
+        if self.kind is ArmKind.CLASSIC_PHANTOM:
+            return (stage("train", True, Pool.PHANTOM, scaled, True, train),)
         if self.kind is ArmKind.PRETRAIN_FINETUNE:
             return (
                 stage("pretrain", False, Pool.SYNTHETIC, tuple(pretrain_per_class), False, pretrain),
@@ -136,14 +157,17 @@ def ratio_label(ratio: float) -> str:
     return f"x{ratio:g}"
 
 
-def expand_arms(names: Sequence[str], sweep: Sequence[float], synthetic_only_ratio: float, oracle_sweep: Sequence[float] = ()) -> list[Arm]:
-    """The arms named in a recipe, with ``classic+synthetic`` and ``classic+oracle`` expanded per ratio.
+def expand_arms(
+    names: Sequence[str], sweep: Sequence[float], synthetic_only_ratio: float, oracle_sweep: Sequence[float] = (), translation_models: Sequence[str] = ()
+) -> list[Arm]:
+    """The arms named in a recipe, with the arms that add samples expanded per ratio (and per translation model).
 
     Args:
         names: arm kinds, in the order the report lists them.
-        sweep: synthetic-per-real ratios of the ``classic+synthetic`` arms.
+        sweep: pool-per-real ratios of the ``classic+synthetic``, ``classic+translated`` and ``classic+phantom`` arms.
         synthetic_only_ratio: synthetic-per-real ratio of the TSTR arm (0: the largest sweep ratio).
         oracle_sweep: ratios of the ``classic+oracle`` arms (empty: the synthetic sweep's).
+        translation_models: the names of the translation models (one ``classic+translated`` arm per model and ratio).
 
     Returns:
         The arms; the ``real`` arm (when present) first, since paired differences are taken against it.
@@ -155,6 +179,10 @@ def expand_arms(names: Sequence[str], sweep: Sequence[float], synthetic_only_rat
             arms += [Arm(f"{kind.value} {ratio_label(r)}", kind, float(r)) for r in sorted(sweep)]
         elif kind is ArmKind.CLASSIC_ORACLE:
             arms += [Arm(f"{kind.value} {ratio_label(r)}", kind, float(r)) for r in sorted(oracle_sweep or sweep)]
+        elif kind is ArmKind.CLASSIC_TRANSLATED:
+            arms += [Arm(f"{kind.value}({model}) {ratio_label(r)}", kind, float(r), model) for model in translation_models for r in sorted(sweep)]
+        elif kind is ArmKind.CLASSIC_PHANTOM:
+            arms += [Arm(f"{kind.value} {ratio_label(r)}", kind, float(r)) for r in sorted(sweep)]
         elif kind is ArmKind.SYNTHETIC_ONLY:
             arms.append(Arm(kind.value, kind, float(synthetic_only_ratio or max(sweep))))
         else:

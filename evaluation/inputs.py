@@ -108,38 +108,67 @@ def check_real(train_paths: Sequence[str | Path], test_paths: Sequence[str | Pat
     return RealData(train, test, reference, train_labels, train_patients, test_labels, test_patients)
 
 
-def cohort_paths(options: DataSection, staging: Path) -> tuple[Path, bool]:
-    """Where the cohort lives and whether it must be built (False: a matching one is there to reuse).
-
-    Raises:
-        AugmentorError: the directory holds a different cohort (name, seed, sizes or simulator version).
-    """
+def _cohort_identity(options: DataSection) -> tuple[dict[str, Any], Any]:
+    """What a cohort file of the recipe must record, and how to read that from a file's provenance."""
     from augmentor.simulate.cohorts import LESION_COHORTS, SIMULATOR_VERSION
 
-    directory = Path(options.cohort_dir) if options.cohort_dir else staging / "inputs" / "cohort"
-    train, test = directory / "train.h5", directory / "test.h5"
-    if not (train.exists() or test.exists()):
-        return directory, True
+    if options.cohort == "abdomen-ct":
+        from augmentor.simulate import abdomen
+
+        # whole slices: each file records its own split's size (in its recipe) and the simulator's version
+        expected: dict[str, Any] = {
+            "cohort": options.cohort,
+            "seed": options.cohort_seed,
+            "sizes": {"train": options.cohort_train_size or abdomen.DEFAULT_TRAIN_SIZE, "test": options.cohort_test_size or abdomen.DEFAULT_TEST_SIZE},
+            "simulator_version": abdomen.SIMULATOR_VERSION,
+        }
+
+        def found_abdomen(provenance: dict[str, Any], split: str) -> dict[str, Any]:
+            recipe = provenance.get("recipe", {}) or {}
+            details = provenance.get("details", {}) or {}
+            return {
+                "cohort": recipe.get("cohort"), "seed": provenance.get("seed"), "sizes": {**expected["sizes"], split: recipe.get("size")},
+                "simulator_version": details.get("simulator"),
+            }
+
+        return expected, found_abdomen
     cohort = LESION_COHORTS[options.cohort]
-    expected = {
+    expected_lesions: dict[str, Any] = {
         "cohort": options.cohort,
         "seed": options.cohort_seed,
         "train_size": options.cohort_train_size or sum(cohort.train_counts),
         "test_size": options.cohort_test_size or cohort.test_size,
         "simulator_version": SIMULATOR_VERSION,
     }
-    for path in (train, test):
-        if not path.exists():
-            raise AugmentorError(f"{directory}: holds {train.name if path is test else test.name} but not {path.name}; delete it or set data.cohort_dir elsewhere")
-        provenance = read_info(path).provenance
+
+    def found_lesions(provenance: dict[str, Any], split: str) -> dict[str, Any]:
         details = provenance.get("details", {}) or {}
-        found = {
+        return {
             "cohort": details.get("cohort"),
             "seed": provenance.get("seed"),
             "train_size": details.get("train_size"),
             "test_size": details.get("test_size"),
             "simulator_version": details.get("simulator_version"),
         }
+
+    return expected_lesions, found_lesions
+
+
+def cohort_paths(options: DataSection, staging: Path) -> tuple[Path, bool]:
+    """Where the cohort lives and whether it must be built (False: a matching one is there to reuse).
+
+    Raises:
+        AugmentorError: the directory holds a different cohort (name, seed, sizes or simulator version).
+    """
+    directory = Path(options.cohort_dir) if options.cohort_dir else staging / "inputs" / "cohort"
+    train, test = directory / "train.h5", directory / "test.h5"
+    if not (train.exists() or test.exists()):
+        return directory, True
+    expected, read_identity = _cohort_identity(options)
+    for split, path in (("train", train), ("test", test)):
+        if not path.exists():
+            raise AugmentorError(f"{directory}: holds {train.name if path is test else test.name} but not {path.name}; delete it or set data.cohort_dir elsewhere")
+        found = read_identity(read_info(path).provenance, split)
         if found != expected:
             differing = ", ".join(f"{key} {found[key]!r} (recipe: {expected[key]!r})" for key in expected if found[key] != expected[key])
             raise AugmentorError(f"{path}: holds another cohort ({differing}); delete it or set data.cohort_dir elsewhere")
@@ -296,7 +325,7 @@ def generate_pool(options: SyntheticSection, synthetic: SyntheticData, class_nam
 
 
 # The recipe values that are paths ([section] -> keys); the report's copy keeps only their file names.
-RECIPE_PATHS = {"data": ("train", "test", "cohort_dir"), "synthetic": ("files", "model", "pool")}
+RECIPE_PATHS = {"data": ("train", "test", "cohort_dir"), "synthetic": ("files", "model", "pool"), "phantoms": ("file", "translation_models", "dir")}
 
 
 def stored_recipe(recipe: dict[str, Any]) -> dict[str, Any]:

@@ -32,7 +32,7 @@ import torch
 
 from augmentor.data.dataset import H5Dataset
 from augmentor.data.reader import H5File
-from evaluation.arms import Arm, Pool, StagePlan
+from evaluation.arms import Arm, Pool, StagePlan, pool_key
 from evaluation.metrics import segmentation_per_sample
 from evaluation.models import build_classifier, build_segmenter
 from evaluation.recipe import AugmentationSection, ClassifierSection, SegmenterSection
@@ -78,6 +78,9 @@ class DataPlan:
         structure_names: names of mask labels 1...
         spacing_mm: pixel spacing of the test data.
         file_hashes: :func:`content_hash` of every file above, by path (the cache key's data part).
+        pools: the phantom and translated pools, by :func:`~evaluation.arms.pool_key` -> (paths, positions by class).
+        label_map: file label -> the label the segmenter learns (the recipe's ``data.structures``; others
+            background), or None: the files' labels as they are.
     """
 
     train_paths: tuple[str, ...]
@@ -96,9 +99,15 @@ class DataPlan:
     structure_names: tuple[str, ...]
     spacing_mm: tuple[float, float]
     file_hashes: dict[str, str] = field(default_factory=dict)
+    pools: dict[str, tuple[tuple[str, ...], tuple[np.ndarray, ...]]] = field(default_factory=dict)
+    label_map: np.ndarray | None = None
 
-    def pool(self, which: Pool) -> tuple[tuple[str, ...], tuple[np.ndarray, ...]]:
-        return (self.oracle_paths, self.oracle_by_class) if which is Pool.ORACLE else (self.pool_paths, self.pool_by_class)
+    def pool(self, which: Pool, source: str = "") -> tuple[tuple[str, ...], tuple[np.ndarray, ...]]:
+        if which is Pool.ORACLE:
+            return self.oracle_paths, self.oracle_by_class
+        if which is Pool.SYNTHETIC:
+            return self.pool_paths, self.pool_by_class
+        return self.pools[pool_key(which, source)]
 
 
 @dataclass(frozen=True)
@@ -147,15 +156,18 @@ class Job:
         }
         for plan in self.stages:
             if plan.pool is not Pool.NONE:
-                paths, by_class = data.pool(plan.pool)
-                used[f"pool:{plan.pool.value}"] = [data.file_hashes.get(p, p) for p in paths]
-                used[f"pool_indices:{plan.pool.value}"] = _array_hash(_chosen(by_class, plan.per_class))
+                paths, by_class = data.pool(plan.pool, plan.source)
+                key = pool_key(plan.pool, plan.source)
+                used[f"pool:{key}"] = [data.file_hashes.get(p, p) for p in paths]
+                used[f"pool_indices:{key}"] = _array_hash(_chosen(by_class, plan.per_class))
+        if data.label_map is not None:  # only where the recipe selects structures: other jobs keep their keys
+            used["label_map"] = data.label_map.tolist()
         factory = self.network_factory
         description = {
             "version": JOB_VERSION,
             "task": self.task.value,
             "seed": self.seed,
-            "stages": [{**asdict(plan), "pool": plan.pool.value, "epochs": None} for plan in self.stages],
+            "stages": [_stage_description(plan) for plan in self.stages],
             "data": used,
             "classifier": asdict(self.classifier) if factory is None else f"{factory.__module__}.{factory.__qualname__}",
             "segmenter": asdict(self.segmenter),
@@ -200,6 +212,15 @@ def content_hash(path: str | Path, block: int = 4096) -> str:
     return digest.hexdigest()
 
 
+def _stage_description(plan: StagePlan) -> dict[str, Any]:
+    """A stage as its job's hash sees it: without its budget, and without an empty ``source`` (the stages of
+    the pools that have one source hash as they did before pools could have several)."""
+    description = {**asdict(plan), "pool": plan.pool.value, "epochs": None}
+    if not plan.source:
+        del description["source"]
+    return description
+
+
 def _array_hash(values: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(values, dtype=np.int64).tobytes()).hexdigest()[:16]
 
@@ -226,8 +247,9 @@ def _file(path: str) -> H5File:
     return _FILES[path]
 
 
-def read_samples(paths: Sequence[str], indices: np.ndarray, window: tuple[float, float]) -> Samples:
-    """Samples at ``indices`` of the concatenated files, in that order, as tensors."""
+def read_samples(paths: Sequence[str], indices: np.ndarray, window: tuple[float, float], label_map: np.ndarray | None = None) -> Samples:
+    """Samples at ``indices`` of the concatenated files, in that order, as tensors (masks relabelled by
+    ``label_map``, file label -> label, when given)."""
     files = [_file(p) for p in paths]
     offsets = np.cumsum([0] + [len(f) for f in files])
     indices = np.asarray(indices, dtype=np.int64)
@@ -239,6 +261,8 @@ def read_samples(paths: Sequence[str], indices: np.ndarray, window: tuple[float,
         inside = (indices >= offsets[k]) & (indices < offsets[k + 1])
         if inside.any():
             images[inside], masks[inside], labels[inside] = file.read(indices[inside] - offsets[k])
+    if label_map is not None:
+        masks = label_map[masks]
     return Samples(torch.from_numpy(images), torch.from_numpy(masks), torch.from_numpy(labels), (float(window[0]), float(window[1])))
 
 
@@ -270,10 +294,10 @@ def stage_samples(plan: StagePlan, data: DataPlan) -> Samples:
     """The samples of one stage: real training samples and/or the first n pool samples per class."""
     parts: list[Samples] = []
     if plan.real:
-        parts.append(read_samples(data.train_paths, data.train_indices, data.window))
+        parts.append(read_samples(data.train_paths, data.train_indices, data.window, data.label_map))
     if plan.pool is not Pool.NONE and any(plan.per_class):
-        paths, by_class = data.pool(plan.pool)
-        parts.append(read_samples(paths, _chosen(by_class, plan.per_class), data.window))
+        paths, by_class = data.pool(plan.pool, plan.source)
+        parts.append(read_samples(paths, _chosen(by_class, plan.per_class), data.window, data.label_map))
     return Samples.concatenate(parts)
 
 
@@ -323,8 +347,9 @@ def run_job(job: Job) -> JobResult:
         augment = BatchAugmentation(job.augmentation, data.image_size)
         network = build_network(job)
         stages = [TrainingStage(plan.name, stage_samples(plan, data), plan.epochs, plan.min_steps, plan.augment) for plan in job.stages]
-        validation = read_samples(data.train_paths, data.validation_indices, data.window)
-        test = read_samples(data.test_paths, np.arange(sum(len(_file(p)) for p in data.test_paths)), data.window) if job.evaluate_test else None
+        validation = read_samples(data.train_paths, data.validation_indices, data.window, data.label_map)
+        test_indices = np.arange(sum(len(_file(p)) for p in data.test_paths))
+        test = read_samples(data.test_paths, test_indices, data.window, data.label_map) if job.evaluate_test else None
         first_outputs: dict[str, np.ndarray] = {}
         logs = train_network(network, stages[:1], validation, job.task, job.settings, job.seed, augment)
         if job.also_after_first_stage and test is not None:

@@ -39,8 +39,10 @@ from augmentor.recipes import register_recipe_kind
 ClassifierName = Literal[
     "frid-adar-cnn", "densenet121", "densenet169", "resnet10", "resnet18", "resnet34", "resnet50", "efficientnet-b0"
 ]
-ArmName = Literal["real", "classic", "classic+synthetic", "classic+oracle", "pretrain-finetune", "synthetic-only"]
-CohortName = Literal["", "liver-lesions", "lung-nodules"]
+ArmName = Literal[
+    "real", "classic", "classic+synthetic", "classic+oracle", "pretrain-finetune", "synthetic-only", "classic+translated", "classic+phantom"
+]
+CohortName = Literal["", "liver-lesions", "lung-nodules", "abdomen-ct"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class DataSection:
     cohort_dir: str = ""  # where the cohort is built and reused; "": inside the report folder
     validation_fraction: float = 0.2  # fraction of train patients held out for early stopping
     split_seed: int = 0
+    # Mask labels the segmenter learns, by name (every other label is background); empty: every label of the files.
+    structures: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.cohort and (self.train or self.test):
@@ -67,6 +71,8 @@ class DataSection:
         for name in ("cohort_seed", "cohort_train_size", "cohort_test_size", "split_seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if len(set(self.structures)) != len(self.structures) or "background" in self.structures:
+            raise ValueError(f"structures must be distinct mask label names other than background, got {list(self.structures)}")
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,39 @@ class SyntheticSection:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class PhantomSection:
+    """Phantoms (domain A) for the segmentation arms ``classic+phantom`` (as they are) and ``classic+translated``
+    (translated into the CT domain by each CycleGAN of ``translation_models``, with
+    :func:`augmentor.translation.translate.translate`). Both are built once and reused from ``dir``."""
+
+    file: str = ""  # a phantom file (augment phantom, or a user's XCAT slices); "": built with augment phantom's simulator
+    n_patients: int = 40  # phantom patients built (when file is "")
+    slices_per_patient: int = 8
+    seed: int = 0  # seed of the built phantoms
+    translation_models: tuple[str, ...] = ()  # CycleGAN translation models (zoo names or directories), one arm set each
+    translation_seed: int = 0  # seed of the translation's steganography probe (the translated images do not depend on it)
+    dir: str = ""  # where phantoms and translations are written and reused; "": inside the report folder
+    batch_size: int = 64
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("n_patients", "slices_per_patient", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("seed", "translation_seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        labels = [translation_label(model) for model in self.translation_models]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"translation_models must have distinct names, got {list(self.translation_models)}")
+
+
+def translation_label(model: str) -> str:
+    """The name a translation model's arms carry: its zoo name, or its directory's name."""
+    return model.rstrip("/").rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -311,6 +350,7 @@ class EvaluateRecipe:
     train: TrainSection = field(default_factory=TrainSection)
     fidelity: FidelitySection = field(default_factory=FidelitySection)
     memorisation: MemorisationSection = field(default_factory=MemorisationSection)
+    phantoms: PhantomSection = field(default_factory=PhantomSection)
     statistics: StatisticsSection = field(default_factory=StatisticsSection)
     report: ReportSection = field(default_factory=ReportSection)
 
@@ -325,7 +365,17 @@ class EvaluateRecipe:
         """Whether an arm trains on oracle lesions (new virtual patients: simulated cohorts only)."""
         return bool(self.data.cohort) and "classic+oracle" in set(self.arms.classification + self.arms.segmentation)
 
+    @property
+    def needs_phantoms(self) -> bool:
+        """Whether a segmentation arm trains on phantoms (as they are, or translated)."""
+        return bool({"classic+phantom", "classic+translated"} & set(self.arms.segmentation))
+
     def __post_init__(self) -> None:
+        if "classic+translated" in self.arms.segmentation and not self.phantoms.translation_models:
+            raise ValueError("arm classic+translated needs phantoms.translation_models (CycleGAN models, zoo names or directories)")
+        misplaced = {"classic+phantom", "classic+translated"} & set(self.arms.classification)
+        if misplaced:
+            raise ValueError(f"arms {sorted(misplaced)} are segmentation arms (phantoms carry organ labels, not lesion classes)")
         # Real data (data.train / data.test) have no new patients to draw: their oracle arms are left out.
         if self.needs_oracle and self.data.cohort and self.arms.oracle_seed == self.data.cohort_seed:
             raise ValueError(f"arms.oracle_seed {self.arms.oracle_seed} equals data.cohort_seed: the oracle must be new patients")

@@ -375,6 +375,7 @@ def render_html(report: Mapping[str, Any], figures: Mapping[str, np.ndarray]) ->
     rows = []
     for name in class_names:
         rows += [(f"{name}\nreal", figures.get(f"real/{name}", np.zeros(0))), (f"{name}\nsynthetic", figures.get(f"synthetic/{name}", np.zeros(0)))]
+    rows += [(key.split("/", 1)[1], value) for key, value in figures.items() if key.startswith("pool/")]  # phantoms, as they are and translated
     parts["images"] = _image(plots.image_grid(rows), "real vs synthetic grid")
     parts["fidelity"] = _fidelity_html(report.get("fidelity", {}), report)
     memorisation = report.get("memorisation", {})

@@ -35,6 +35,7 @@ from evaluation import bootstrap, metrics
 from evaluation.arms import (
     BASELINE,
     CLASSIC_BASELINE,
+    PHANTOM_KINDS,
     SYNTHETIC_KINDS,
     Arm,
     ArmKind,
@@ -42,6 +43,7 @@ from evaluation.arms import (
     StageBudget,
     StagePlan,
     expand_arms,
+    pool_key,
     pretrain_counts,
 )
 from evaluation.inputs import (
@@ -57,7 +59,14 @@ from evaluation.inputs import (
     stored_recipe,
 )
 from evaluation.jobs import DataPlan, Job, JobResult, forget_datasets, run_jobs
-from evaluation.recipe import EvaluateRecipe
+from evaluation.phantoms import (
+    PhantomPools,
+    TranslationModels,
+    build_phantom_pools,
+    check_translation_models,
+    precheck_phantoms,
+)
+from evaluation.recipe import EvaluateRecipe, translation_label
 from evaluation.splits import PatientSplit, validation_split
 from evaluation.training import Task, TrainSettings
 
@@ -83,6 +92,7 @@ class Plan:
     synthetic_wanted: tuple[int, ...]  # per class, what a model generates (arms, fidelity and audit)
     oracle_needed: tuple[int, ...]  # per class, oracle lesions the classic+oracle arms use
     shared_first_stage: dict[str, str]  # task/arm name whose network is another arm's after its first stage -> that arm
+    phantoms_needed: int = 0  # phantom slices the classic+phantom / classic+translated arms use (the largest)
 
 
 def _check_output(out: Path, overwrite: bool) -> None:
@@ -99,7 +109,10 @@ def plan_arms(recipe: EvaluateRecipe, real: RealData) -> Plan:
     real_counts = tuple(int((train_labels == c).sum()) for c in range(num_classes))
     arms_options = recipe.arms
     classification = expand_arms(arms_options.classification, arms_options.sweep, arms_options.synthetic_only_ratio, arms_options.oracle_sweep)
-    segmentation = expand_arms(arms_options.segmentation, arms_options.segmentation_sweep, arms_options.synthetic_only_ratio, arms_options.segmentation_sweep)
+    segmentation = expand_arms(
+        arms_options.segmentation, arms_options.segmentation_sweep, arms_options.synthetic_only_ratio, arms_options.segmentation_sweep,
+        [translation_label(model) for model in recipe.phantoms.translation_models],
+    )
     if not recipe.needs_oracle:  # real data: no new patients to draw, so no oracle arms
         classification = [arm for arm in classification if arm.kind is not ArmKind.CLASSIC_ORACLE]
         segmentation = [arm for arm in segmentation if arm.kind is not ArmKind.CLASSIC_ORACLE]
@@ -133,7 +146,8 @@ def plan_arms(recipe: EvaluateRecipe, real: RealData) -> Plan:
         wanted = tuple(max(n, min(recipe.fidelity.max_samples, t)) for n, t in zip(needed, test_counts, strict=True))
     elif recipe.memorisation.enabled:
         wanted = tuple(max(n, recipe.report.images_per_class) for n in needed)
-    return Plan(split, real_counts, classification, segmentation, stages, needed, wanted, most(Pool.ORACLE), shared)
+    phantoms = max(sum(most(Pool.PHANTOM)), sum(most(Pool.TRANSLATED)))
+    return Plan(split, real_counts, classification, segmentation, stages, needed, wanted, most(Pool.ORACLE), shared, phantoms)
 
 
 def _check_synthetic(recipe: EvaluateRecipe, real: RealData, plan: Plan) -> SyntheticData | None:
@@ -154,6 +168,12 @@ def _check_synthetic(recipe: EvaluateRecipe, real: RealData, plan: Plan) -> Synt
             if tuple(names) != real.info.mask_label_names:
                 raise AugmentorError(f"synthetic masks label {list(names)}, the real masks {list(real.info.mask_label_names)}: segmentation arms need the same labels")
     return synthetic
+
+
+def _check_translation(recipe: EvaluateRecipe, real: RealData, plan: Plan) -> TranslationModels | None:
+    """The translation models, checked like a synthetic model against the split (test and validation patients)."""
+    train_patients = sorted({str(real.train_patients[i]) for i in plan.split.train})
+    return check_translation_models(recipe, real, train_patients, plan.split.validation_patients)
 
 
 def _precheck_synthetic(recipe: EvaluateRecipe) -> None:
@@ -177,13 +197,40 @@ def _by_class(paths: Sequence[str], num_classes: int) -> tuple[np.ndarray, ...]:
     return tuple(np.flatnonzero(labels == c) for c in range(num_classes))
 
 
-def data_plan(real: RealData, plan: Plan, synthetic: SyntheticData | None, oracle: Path | None) -> DataPlan:
+def segmented_structures(recipe: EvaluateRecipe, real: RealData) -> tuple[tuple[str, ...], np.ndarray | None]:
+    """The structures the segmenter learns (mask labels 1...) and the file label -> label map that selects
+    them (None: every label of the files, as they are).
+
+    Raises:
+        AugmentorError: a structure the files do not label (with the names they do).
+    """
+    from augmentor.errors import look_up_option
+
+    names = real.info.mask_label_names
+    if not recipe.data.structures:
+        return tuple(names[1:]), None
+    label_map = np.zeros(256, np.uint8)
+    for label, name in enumerate(recipe.data.structures, start=1):
+        label_map[names.index(look_up_option(name, list(names[1:]), "structure (data.structures)"))] = label
+    return tuple(recipe.data.structures), label_map
+
+
+def data_plan(
+    real: RealData, plan: Plan, synthetic: SyntheticData | None, oracle: Path | None, phantoms: PhantomPools | None = None, recipe: EvaluateRecipe | None = None
+) -> DataPlan:
     from evaluation.jobs import content_hash
 
     pool_paths = tuple(str(p) for p in synthetic.paths) if synthetic else ()
     oracle_paths = (str(oracle),) if oracle is not None else ()
     num_classes = real.info.num_classes
-    hashes = {path: content_hash(path) for path in (*(str(p) for p in real.train_paths), *(str(p) for p in real.test_paths), *pool_paths, *oracle_paths)}
+    pools: dict[str, tuple[tuple[str, ...], tuple[np.ndarray, ...]]] = {}
+    if phantoms is not None:
+        sources = {pool_key(Pool.PHANTOM): phantoms.phantom, **{pool_key(Pool.TRANSLATED, label): path for label, path in phantoms.translated.items()}}
+        pools = {key: ((str(path),), _by_class([str(path)], num_classes)) for key, path in sources.items()}
+    extra_paths = [path for paths, _ in pools.values() for path in paths]
+    every_file = (*(str(p) for p in real.train_paths), *(str(p) for p in real.test_paths), *pool_paths, *oracle_paths, *extra_paths)
+    hashes = {path: content_hash(path) for path in every_file}
+    structures, label_map = segmented_structures(recipe, real) if recipe is not None else (tuple(real.info.mask_label_names[1:]), None)
     channels, height, _ = real.info.image_shape
     return DataPlan(
         train_paths=tuple(str(p) for p in real.train_paths),
@@ -198,10 +245,12 @@ def data_plan(real: RealData, plan: Plan, synthetic: SyntheticData | None, oracl
         image_size=height,
         in_channels=channels,
         num_classes=num_classes,
-        num_labels=len(real.info.mask_label_names),
-        structure_names=tuple(real.info.mask_label_names[1:]),
+        num_labels=len(structures) + 1,
+        structure_names=structures,
         spacing_mm=real.info.pixel_spacing_mm,
         file_hashes=hashes,
+        pools=pools,
+        label_map=label_map,
     )
 
 
@@ -278,7 +327,7 @@ def _analyse(task: Task, arms: Sequence[Arm], results: dict[tuple[str, str, int]
     stats = recipe.statistics
     boot = bootstrap.make_plan(real.test_patients, len(seeds), stats.resamples, stats.confidence, stats.seed)
     class_names = real.info.class_names
-    structure_names = tuple(real.info.mask_label_names[1:])
+    structure_names = segmented_structures(recipe, real)[0]
     names = metrics.classification_metric_names(class_names) if task is Task.CLASSIFICATION else metrics.segmentation_metric_names(structure_names)
     points: dict[str, dict[str, np.ndarray]] = {}
     replicates: dict[str, dict[str, np.ndarray]] = {}
@@ -327,7 +376,7 @@ def _analyse(task: Task, arms: Sequence[Arm], results: dict[tuple[str, str, int]
         return table
 
     paired = differences(BASELINE, [arm for arm in arms if arm.name != BASELINE])
-    paired_vs_classic = differences(CLASSIC_BASELINE, [arm for arm in arms if arm.kind in (*SYNTHETIC_KINDS, ArmKind.CLASSIC_ORACLE)])
+    paired_vs_classic = differences(CLASSIC_BASELINE, [arm for arm in arms if arm.kind in (*SYNTHETIC_KINDS, ArmKind.CLASSIC_ORACLE, *PHANTOM_KINDS)])
     training: dict[str, list[dict[str, Any]]] = {
         arm.name: [{"seed": seed, "seconds": round(results[(task.value, arm.name, seed)].seconds, 3), "stages": results[(task.value, arm.name, seed)].logs} for seed in seeds]
         for arm in arms
@@ -437,6 +486,17 @@ def _normalised(path_list: Sequence[str], indices: np.ndarray, window: tuple[flo
         if inside.any():
             images[inside] = file.read(indices[inside] - offsets[k])[0]  # read() keeps the order given
     return np.asarray(normalise(images, window), dtype=np.float32)
+
+
+def _phantom_figures(recipe: EvaluateRecipe, real: RealData, data: DataPlan, phantoms: PhantomPools) -> dict[str, np.ndarray]:
+    """Real training slices, and the same phantom slices as they are and as each model translated them."""
+    count = recipe.report.images_per_class
+    first = np.arange(min(count, phantoms.record["slices"]))
+    figures = {f"real/{real.info.class_names[0]}": _normalised(data.train_paths, data.train_indices[:count], data.window)}
+    figures["pool/phantom"] = _normalised([str(phantoms.phantom)], first, data.window)
+    for label, path in phantoms.translated.items():
+        figures[f"pool/translated ({label})"] = _normalised([str(path)], first, data.window)
+    return figures
 
 
 def _feature_extractor(state: dict[str, Any], recipe: EvaluateRecipe, data: DataPlan) -> Any:
@@ -584,6 +644,8 @@ def _evaluate(recipe: EvaluateRecipe, out: Path, *, overwrite: bool, progress: b
     real: RealData | None = None
     plan: Plan | None = None
     synthetic: SyntheticData | None = None
+    translation: TranslationModels | None = None
+    precheck_phantoms(recipe)  # a translation model that is neither shipped nor trained: refused before anything is built
     if recipe.data.cohort:
         # The cohort is built (minutes) before the real data can be checked: catch what can be caught first.
         if recipe.data.cohort_dir:
@@ -593,6 +655,7 @@ def _evaluate(recipe: EvaluateRecipe, out: Path, *, overwrite: bool, progress: b
         real = check_real(recipe.data.train, recipe.data.test)
         plan = plan_arms(recipe, real)
         synthetic = _check_synthetic(recipe, real, plan)
+        translation = _check_translation(recipe, real, plan)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = temporary_path(out)
@@ -606,15 +669,17 @@ def _evaluate(recipe: EvaluateRecipe, out: Path, *, overwrite: bool, progress: b
             real.cohort = cohort_record
             plan = plan_arms(recipe, real)
             synthetic = _check_synthetic(recipe, real, plan)
+            translation = _check_translation(recipe, real, plan)
         assert real is not None and plan is not None
         if synthetic is not None and synthetic.model_path is not None:
             generate_pool(recipe.synthetic, synthetic, real.info.class_names, staging, progress)
         oracle_path, oracle_record = None, None
         if any(plan.oracle_needed):
             oracle_path, oracle_record = build_or_reuse_oracle(recipe.data, recipe.arms.oracle_seed, plan.oracle_needed, staging, progress)
+        phantoms = build_phantom_pools(recipe.phantoms, translation, real.info, plan.phantoms_needed, staging, progress) if recipe.needs_phantoms else None
 
         # 3-4. Train every (task, arm, seed) and the feature network.
-        data = data_plan(real, plan, synthetic, oracle_path)
+        data = data_plan(real, plan, synthetic, oracle_path, phantoms, recipe)
         with_features = synthetic is not None and (recipe.fidelity.enabled or recipe.memorisation.enabled)
         jobs = _jobs(recipe, plan, data, with_features, network_factory)
         cache = Path(recipe.train.cache) if recipe.train.cache else None
@@ -643,6 +708,8 @@ def _evaluate(recipe: EvaluateRecipe, out: Path, *, overwrite: bool, progress: b
         else:
             report["fidelity"] = {"skipped": "no synthetic data"}
             report["memorisation"] = {"skipped": NOT_MEMORISED}
+        if phantoms is not None:
+            figures.update(_phantom_figures(recipe, real, data, phantoms))
 
         # 6. Provenance and the report.
         train_sha = {f.path: f.sha256 for f in real.train}
@@ -657,6 +724,12 @@ def _evaluate(recipe: EvaluateRecipe, out: Path, *, overwrite: bool, progress: b
             cohort_record["dir"] = _final_path(cohort_record["dir"], staging, out)
         if oracle_record is not None:
             oracle_record["dir"] = _final_path(oracle_record["dir"], staging, out)
+        phantom_record = None
+        if phantoms is not None:
+            phantom_record = {**phantoms.record, "path": _final_path(phantoms.record["path"], staging, out)}
+            for entry in phantom_record["translations"].values():
+                entry["path"] = _final_path(entry["path"], staging, out)
+            phantom_record["translation_models"] = translation.describe() if translation is not None else {}
         split = plan.split
         class_names = real.info.class_names
         report.update(
@@ -672,11 +745,13 @@ def _evaluate(recipe: EvaluateRecipe, out: Path, *, overwrite: bool, progress: b
                 "inputs": {
                     "files": inputs, "cohort": cohort_record, "oracle": oracle_record,
                     "model": synthetic.model if synthetic else None, "synthetic_seed": recipe.synthetic.seed,
+                    "phantoms": phantom_record,
                 },
-                "generator_saw_validation": synthetic.validation_check if synthetic else None,
+                "generator_saw_validation": synthetic.validation_check if synthetic else (translation.validation_check if translation else None),
                 "leakage": {
                     "real_split": f"no patient in both train ({len(set(real.train_patients.tolist()))} patients) and test ({len(set(real.test_patients.tolist()))} patients)",
                     "synthetic": [check.to_dict() for check in synthetic.checks] if synthetic else [],
+                    "translation": [check.to_dict() for check in translation.checks] if translation else [],
                 },
                 "split": {
                     "validation_fraction": recipe.data.validation_fraction,

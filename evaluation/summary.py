@@ -49,6 +49,7 @@ def summarise(report: Mapping[str, Any]) -> dict[str, Any]:
         "cohort": (report.get("inputs") or {}).get("cohort"),
         "oracle": (report.get("inputs") or {}).get("oracle"),
         "model": {key: ((report.get("inputs") or {}).get("model") or {}).get(key) for key in ("name", "weights_sha256")},
+        **_translation_models(report),
         "generator_saw_validation": report.get("generator_saw_validation"),
         "split": {key: (report.get("split") or {}).get(key) for key in ("train_patients", "validation_patients", "test_patients", "train_samples", "test_samples")},
         "jobs": report.get("jobs"),
@@ -58,9 +59,17 @@ def summarise(report: Mapping[str, Any]) -> dict[str, Any]:
         if not section:
             continue
         names = [name for name in columns if name in section["metric_names"]]
+        deltas = names[:2]
+        structures = section.get("structure_names") or []
+        if task == "segmentation" and len(structures) > 1:
+            # several structures (phantom -> CT: liver and vessels): Dice of each, and its Δ, in the table
+            dice = ["dice_mean", *(f"dice:{name}" for name in structures)]
+            names, deltas = [*dice, *(name for name in names if name not in dice)], dice
         versus_classic = section.get("paired_differences_vs_classic") or {}
+        versus_real = section.get("paired_differences") or {}
         summary[task] = {
             "metrics": names,
+            "delta_metrics": deltas,
             "arms": [
                 {
                     "name": arm["name"],
@@ -68,6 +77,7 @@ def summarise(report: Mapping[str, Any]) -> dict[str, Any]:
                     "ratio": arm["ratio"],
                     **{name: _estimate(section["metrics"][arm["name"]][name]) for name in names},
                     "vs_classic": {name: _estimate(versus_classic[arm["name"]][name]) for name in names} if arm["name"] in versus_classic else None,
+                    "vs_real": {name: _estimate(versus_real[arm["name"]][name]) for name in names} if arm["name"] in versus_real else None,
                     "budget_bound_seeds": (section.get("budget_bound") or {}).get(arm["name"], []),
                     "steps_run": (section.get("convergence") or {}).get(arm["name"], {}).get("steps_run"),
                 }
@@ -84,6 +94,15 @@ def summarise(report: Mapping[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def _translation_models(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The translation models of a phantom -> CT evaluation (name and weights hash by arm label), if any."""
+    phantoms = (report.get("inputs") or {}).get("phantoms") or {}
+    models = phantoms.get("translation_models")
+    if not models:
+        return {}
+    return {"translation_models": {label: {key: model.get(key) for key in ("name", "weights_sha256", "structure_consistency")} for label, model in models.items()}}
+
+
 def write_summary(report: Mapping[str, Any], path: Path) -> None:
     path.write_text(json.dumps(summarise(report), indent=1) + "\n")
 
@@ -97,8 +116,9 @@ def markdown(summary: Mapping[str, Any]) -> str:
         if not section:
             continue
         names = section["metrics"]
+        deltas = section.get("delta_metrics", names[:2])
         efficiency = {entry["synthetic_arm"]: entry for entry in section.get("efficiency", {}).values()}
-        header = ["arm", *names, *(f"Δ {name} vs classic" for name in names[:2])]
+        header = ["arm", *names, *(f"Δ {name} vs classic" for name in deltas)]
         with_efficiency = bool(efficiency) and task == "classification"
         if with_efficiency:
             header.append(f"efficiency ({names[0]})")
@@ -106,7 +126,7 @@ def markdown(summary: Mapping[str, Any]) -> str:
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for arm in section["arms"]:
             row = [arm["name"], *(format_interval(arm[name], empty="") for name in names)]
-            row += [format_interval((arm.get("vs_classic") or {}).get(name), signed=True, empty="") for name in names[:2]]
+            row += [format_interval((arm.get("vs_classic") or {}).get(name), signed=True, empty="") for name in deltas]
             if with_efficiency:
                 row.append(format_efficiency(efficiency.get(arm["name"], {}).get(names[0])) if arm["name"] in efficiency else "")
             bound = arm.get("budget_bound_seeds") or []
@@ -122,10 +142,17 @@ def markdown(summary: Mapping[str, Any]) -> str:
     cohort = summary.get("cohort") or {}
     jobs = summary.get("jobs") or {}
     cached = f", {jobs['from_cache']} of {jobs['total']} jobs from the cache" if jobs.get("from_cache") else ""
+    translation = summary.get("translation_models")
+    if translation:
+        generator = "translation models " + ", ".join(
+            f"`{label}` ({'with' if model.get('structure_consistency') else 'without'} structure consistency, weights SHA-256 {str(model.get('weights_sha256'))[:12]}…)"
+            for label, model in translation.items()
+        )
+    else:
+        generator = f"generator `{(summary.get('model') or {}).get('name')}` (weights SHA-256 {str((summary.get('model') or {}).get('weights_sha256'))[:12]}…)"
     lines.append(
         f"Mean over {len(seeds)} seeds [95 % CI]; cohort `{cohort.get('name')}` seed {cohort.get('seed')}; "
-        f"generator `{(summary.get('model') or {}).get('name')}` (weights SHA-256 {str((summary.get('model') or {}).get('weights_sha256'))[:12]}…); "
-        f"run time {runtime / 60:.0f} min{cached}." if runtime else ""
+        f"{generator}; run time {runtime / 60:.0f} min{cached}." if runtime else ""
     )
     return "\n".join(lines).rstrip() + "\n"
 

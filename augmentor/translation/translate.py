@@ -42,6 +42,7 @@ from augmentor.translation.safety import (
     probe_noise,
     steganography_scores,
 )
+from augmentor.zoo import ModelEntry
 
 GROUP = 4  # forward-pass size, aligned to absolute slice indices
 PROBE_NOISE_HU = 4.0  # standard deviation of the steganography probe's perturbation (CT noise is 10-20 HU)
@@ -74,13 +75,10 @@ class Translator:
     origin: str
 
 
-def load_translator(model: str | Path, device: torch.device) -> Translator:
-    """A CycleGAN model directory (or zoo name) with its reverse generator; other models refused in one line."""
-    from augmentor.models.card import load_generator
+def check_translation_model(entry: ModelEntry) -> ModelEntry:
+    """``entry`` if it is a complete CycleGAN translation model; other models refused in one line."""
     from augmentor.translation.train import REVERSE
-    from augmentor.zoo import resolve_model
 
-    entry = resolve_model(model)
     if entry.algorithm != TRANSLATION_ALGORITHM or entry.family != TRANSLATION_FAMILY:
         raise AugmentorError(
             f"model {entry.name!r} is a {entry.family} ({entry.algorithm}) model; augment translate needs a CycleGAN "
@@ -88,6 +86,16 @@ def load_translator(model: str | Path, device: torch.device) -> Translator:
         )
     if not (entry.path / REVERSE).is_dir():
         raise AugmentorError(f"model {entry.name!r} has no {REVERSE}/ generator (B -> A); the model directory is incomplete")
+    return entry
+
+
+def load_translator(model: str | Path, device: torch.device) -> Translator:
+    """A CycleGAN model directory (or zoo name) with its reverse generator; other models refused in one line."""
+    from augmentor.models.card import load_generator
+    from augmentor.translation.train import REVERSE
+    from augmentor.zoo import resolve_model
+
+    entry = check_translation_model(resolve_model(model))
     forward, card = load_generator(entry.path, device)
     reverse, _ = load_generator(entry.path / REVERSE, device)
     low, high = card["hu_window"]

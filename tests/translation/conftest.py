@@ -33,8 +33,10 @@ def anatomy(size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def write_domain(path: Path, count: int = 6, size: int = 32, seed: int = 0, ct_like: bool = False, labelled: bool = True,
-                 spacing: float = 2.0) -> Path:
-    """Phantom slices (flat HU per label) or CT-like ones (noise and blur), with their label maps."""
+                 spacing: float = 2.0, patient_prefix: str | None = None) -> Path:
+    """Phantom slices (flat HU per label) or CT-like ones (noise and blur), with their label maps; two slices
+    per patient, whose ids start with ``patient_prefix`` (default: "ct-" or "phantom-")."""
+    prefix = patient_prefix if patient_prefix is not None else f"{'ct' if ct_like else 'phantom'}-"
     rng = np.random.default_rng(seed)
     masks = np.stack([anatomy(size, rng) for _ in range(count)]) if count else np.zeros((0, size, size), np.uint8)
     images = TISSUE_HU[masks]
@@ -50,7 +52,7 @@ def write_domain(path: Path, count: int = 6, size: int = 32, seed: int = 0, ct_l
         if count:
             writer.append(images[:, None], masks if labelled else np.zeros_like(masks),
                           np.zeros(count, np.int64),
-                          [f"{'ct' if ct_like else 'phantom'}-{i // 2:03d}" for i in range(count)], extras={"z_mm": np.arange(count) * 5.0})
+                          [f"{prefix}{i // 2:03d}" for i in range(count)], extras={"z_mm": np.arange(count) * 5.0})
     return path
 
 
