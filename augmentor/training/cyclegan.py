@@ -6,19 +6,22 @@ One step, in the order of the reference code (``models/cycle_gan_model.py``):
 
 1. generators, with both discriminators frozen, minimise
    ``L_GAN(G_AB, D_B) + L_GAN(G_BA, D_A) + λ_cyc (|G_BA(G_AB(a)) - a|_1 + |G_AB(G_BA(b)) - b|_1)
-   + λ_cyc λ_id (|G_AB(b) - b|_1 + |G_BA(a) - a|_1) [+ λ_s L_shape]``;
+   + λ_cyc λ_id (|G_AB(b) - b|_1 + |G_BA(a) - a|_1) [+ λ_s (L_shape^AB + L_shape^BA)]``;
 2. discriminators on real images and on fakes drawn through a 50-image history pool (Shrivastava et al.
    2017: the discriminator also sees older fakes, which damps oscillation), each loss halved;
 3. [structure consistency] the segmenter S_B on real labelled B slices and on the (detached) translations
-   with the phantom's labels;
+   A -> B with the phantom's labels; the segmenter S_A on phantom slices and on the (detached) translations
+   B -> A with the CT slices' labels;
 4. [judge] the hallucination judge J_B on real labelled B slices only.
 
 Structure consistency: the shape-consistency loss of Zhang, Yang & Zheng 2018 (CVPR, "Translating and
-segmenting multimodal medical volumes with cycle- and shape-consistency generative adversarial network"):
-a segmenter of domain B, trained on real B slices with their labels and on translated A slices with A's
-labels, must find the phantom's anatomy in the translation, ``L_shape = CE(S_B(G_AB(a)), y_a)``; the
-generator is penalised by it, so it cannot move, add or erase a structure without paying. We keep the term
-on the direction that is used (A -> B); the paper adds the mirror term for B -> A.
+segmenting multimodal medical volumes with cycle- and shape-consistency generative adversarial network"),
+both halves: a segmenter of domain B, trained on real B slices with their labels and on translated A slices
+with A's labels, must find the phantom's anatomy in the translation, ``L_shape^AB = CE(S_B(G_AB(a)), y_a)``;
+and a segmenter of domain A, trained on phantom slices (whose labels are their segmentation) and on
+translated B slices with B's labels, must find the CT slice's anatomy in its B -> A translation,
+``L_shape^BA = CE(S_A(G_BA(b)), y_b)``. The generators are penalised by both, so neither direction can move,
+add or erase a structure without paying; the B -> A half needs labelled domain B (the simulated CT has it).
 
 The judge is independent of the generators (it never sees a translation and gives them no gradient), so it
 can later score translations for hallucinated or erased structures (Cohen et al. 2018).
@@ -120,7 +123,8 @@ class CycleGAN:
         generator_ab, generator_ba: images in [-1, 1] -> images in [-1, 1].
         discriminator_a, discriminator_b: images -> raw patch logits.
         judge: segmenter of real B slices (the hallucination score's), or None.
-        structure_segmenter: segmenter of the structure-consistency term, or None (term off).
+        structure_segmenter: S_B, segmenter of the structure-consistency term A -> B, or None (term off).
+        structure_segmenter_a: S_A, segmenter of its B -> A half, or None (that half off).
         loss: "least-squares" (published) or "non-saturating".
         lr, betas: Adam settings of every network.
         steps: the run's length (for the learning-rate schedule).
@@ -143,6 +147,7 @@ class CycleGAN:
         *,
         judge: nn.Module | None = None,
         structure_segmenter: nn.Module | None = None,
+        structure_segmenter_a: nn.Module | None = None,
         loss: str = "least-squares",
         lr: float = 2e-4,
         betas: tuple[float, float] = (0.5, 0.999),
@@ -169,6 +174,7 @@ class CycleGAN:
         self.discriminators = nn.ModuleList([self.discriminator_a, self.discriminator_b])
         self.judge = judge.to(device).train() if judge is not None else None
         self.structure_segmenter = structure_segmenter.to(device).train() if structure_segmenter is not None else None
+        self.structure_segmenter_a = structure_segmenter_a.to(device).train() if structure_segmenter_a is not None else None
         self.lr = lr
         self.steps = steps
         self.decay_from = decay_from
@@ -179,7 +185,8 @@ class CycleGAN:
         # discriminators, as published.
         self.optimizers: dict[str, tuple[nn.Module, torch.optim.Optimizer, torch.amp.GradScaler]] = {}
         for name, network in (("generators", self.generators), ("discriminators", self.discriminators),
-                              ("judge", self.judge), ("structure_segmenter", self.structure_segmenter)):
+                              ("judge", self.judge), ("structure_segmenter", self.structure_segmenter),
+                              ("structure_segmenter_a", self.structure_segmenter_a)):
             if network is not None:
                 self.optimizers[name] = (network, adam(network, lr, betas, device), precision.grad_scaler())
         self.pool_a = ImagePool(pool_size, seed)
@@ -208,8 +215,9 @@ class CycleGAN:
         g_ab, g_ba, d_a, d_b = self.generator_ab, self.generator_ba, self.discriminator_a, self.discriminator_b
         metrics: dict[str, torch.Tensor] = {}
 
-        # 1. generators, discriminators (and the structure segmenter) frozen
-        frozen = [self.discriminators, *([self.structure_segmenter] if self.structure_segmenter is not None else [])]
+        # 1. generators, discriminators (and the structure segmenters) frozen
+        segmenters = [network for network in (self.structure_segmenter, self.structure_segmenter_a) if network is not None]
+        frozen = [self.discriminators, *segmenters]
         for network in frozen:
             network.requires_grad_(False)
         with self.precision.autocast():
@@ -226,6 +234,10 @@ class CycleGAN:
                 shape = segmentation_loss(self.structure_segmenter(fake_b), mask_a)
                 loss_g = loss_g + self.lambda_structure * shape
                 metrics["shape_consistency"] = shape.detach()
+            if self.structure_segmenter_a is not None:
+                shape_ba = segmentation_loss(self.structure_segmenter_a(fake_a), mask_b)
+                loss_g = loss_g + self.lambda_structure * shape_ba
+                metrics["shape_consistency_b_to_a"] = shape_ba.detach()
         self._step("generators", loss_g)
         for network in frozen:
             network.requires_grad_(True)
@@ -245,6 +257,14 @@ class CycleGAN:
                 )
             self._step("structure_segmenter", loss_s)
             metrics["structure_segmenter_loss"] = loss_s.detach()
+        # 3'. ... and S_A on phantoms (their labels) and on translations B -> A (the CT slices' labels)
+        if self.structure_segmenter_a is not None:
+            with self.precision.autocast():
+                loss_s_a = segmentation_loss(self.structure_segmenter_a(real_a), mask_a) + segmentation_loss(
+                    self.structure_segmenter_a(fake_a.detach()), mask_b
+                )
+            self._step("structure_segmenter_a", loss_s_a)
+            metrics["structure_segmenter_a_loss"] = loss_s_a.detach()
         # 4. the judge on real B only
         if self.judge is not None:
             with self.precision.autocast():

@@ -82,7 +82,7 @@ class CycleGanTrainSection:
     lambda_cycle: float = 10.0
     lambda_identity: float = 0.5  # relative to lambda_cycle, as published (0: no identity term)
     pool_size: int = 50  # image history the discriminators also see (Shrivastava et al. 2017); 0: none
-    structure_consistency: bool = False  # Zhang et al. 2018 shape-consistency term (needs labelled domain B)
+    structure_consistency: bool = False  # Zhang et al. 2018 shape-consistency terms A -> B and B -> A (need labelled domain B)
     lambda_structure: float = 1.0
     judge: bool = True  # train the hallucination judge on labelled domain-B slices (skipped if B has no labels)
     checkpoint_every: int = 1000

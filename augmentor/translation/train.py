@@ -96,8 +96,11 @@ def build_cyclegan(
                     build_network(model.discriminator, **discriminator), build_network(model.discriminator, **discriminator)]
         judge_network = build_network("unet-segmenter", **segmenter) if judge else None
         structure_network = build_network("unet-segmenter", **segmenter) if structure else None
+        # built last: the networks above start alike with or without it
+        structure_network_a = build_network("unet-segmenter", **segmenter) if structure else None
     return CycleGAN(
-        *networks, judge=judge_network, structure_segmenter=structure_network, loss=settings.loss, lr=settings.lr,
+        *networks, judge=judge_network, structure_segmenter=structure_network, structure_segmenter_a=structure_network_a,
+        loss=settings.loss, lr=settings.lr,
         betas=settings.betas, steps=settings.steps, decay_from=settings.decay_from, lambda_cycle=settings.lambda_cycle,
         lambda_identity=settings.lambda_identity, lambda_structure=settings.lambda_structure, pool_size=settings.pool_size,
         precision=precision, seed=derive_seed(settings.seed, "image-pool"), device=device,

@@ -54,7 +54,8 @@ def test_losses_move_and_a_resumed_run_continues_exactly(domains: tuple[Path, Pa
     straight = train_cyclegan(recipe, *domains, tmp_path / "straight", device="cpu", progress=False)
     lines = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 4
-    for key in ("generator_loss", "discriminator_a_loss", "discriminator_b_loss", "cycle_l1", "judge_loss", "shape_consistency"):
+    for key in ("generator_loss", "discriminator_a_loss", "discriminator_b_loss", "cycle_l1", "judge_loss", "shape_consistency",
+                "shape_consistency_b_to_a", "structure_segmenter_loss", "structure_segmenter_a_loss"):
         assert len({round(line[key], 6) for line in lines}) > 1, key  # every loss moves
     assert lines[-1]["lr_factor"] < 1.0  # the linear decay has begun
     assert sorted(p.name for p in (straight / "samples").iterdir()) == ["step-00000002.png", "step-00000004.png"]
@@ -72,6 +73,30 @@ def test_losses_move_and_a_resumed_run_continues_exactly(domains: tuple[Path, Pa
     card = json.loads((straight / "model.json").read_text())
     assert card["algorithm"] == "cyclegan" and card["architecture"]["family"] == "resnet-generator"
     assert card["translation"]["structure_consistency"] is True and card["training_data"]["domain_a"]["num_samples"] == 6
+
+
+def test_the_b_to_a_shape_term_moves_only_the_b_to_a_generator() -> None:
+    """Zhang et al. 2018's second half, CE(S_A(G_BA(b)), y_b): with it, one step changes G_BA and leaves G_AB as
+    it would be without it (the two generators share one Adam, so any leak into G_AB would show)."""
+    from augmentor.training.device import resolve_precision
+    from augmentor.training.unpaired import DomainKey
+    from augmentor.translation.train import build_cyclegan
+
+    recipe = load_recipe("tiny-cyclegan", ["train.structure_consistency=true", "train.lambda_structure=5.0"], expect="cyclegan")
+    device = torch.device("cpu")
+    generator = torch.Generator().manual_seed(0)
+    masks = torch.randint(0, 4, (2, 2, 1, 32, 32), generator=generator)
+    batch = {DomainKey.IMAGE_A.value: torch.rand(2, 1, 32, 32, generator=generator) * 2 - 1, DomainKey.MASK_A.value: masks[0],
+             DomainKey.IMAGE_B.value: torch.rand(2, 1, 32, 32, generator=generator) * 2 - 1, DomainKey.MASK_B.value: masks[1]}
+    both, one_half = (build_cyclegan(recipe, judge=False, structure=True, num_labels=4, device=device, precision=resolve_precision("off", device))
+                      for _ in range(2))
+    one_half.structure_segmenter_a = None  # the A -> B half only
+    metrics = both.train_step(batch)
+    one_half.train_step(batch)
+    assert metrics["shape_consistency_b_to_a"] > 0 and "structure_segmenter_a_loss" in metrics
+    same = [torch.equal(a, b) for a, b in zip(both.generator_ab.parameters(), one_half.generator_ab.parameters(), strict=True)]
+    moved = [torch.equal(a, b) for a, b in zip(both.generator_ba.parameters(), one_half.generator_ba.parameters(), strict=True)]
+    assert all(same) and not all(moved)
 
 
 def test_train_command_takes_two_domains(domains: tuple[Path, Path], tmp_path: Path) -> None:
