@@ -41,13 +41,17 @@ PIXEL_SPACE_NOTE = (
 )
 
 
-def nearest(queries: np.ndarray, reference: np.ndarray, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+def nearest(
+    queries: np.ndarray, reference: np.ndarray, chunk: int = 2048, *, exclude_same_index: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Euclidean distance from each query row to its nearest reference row, and that row's index.
 
     Args:
         queries: (Q, D) float.
         reference: (R, D) float.
         chunk: queries per block (bounds memory at chunk x R distances).
+        exclude_same_index: query i never matches reference row i (queries and reference are one set: the
+            nearest *other* sample).
 
     Returns:
         distances (Q,) float64, indices (Q,) int64.
@@ -56,7 +60,12 @@ def nearest(queries: np.ndarray, reference: np.ndarray, chunk: int = 2048) -> tu
     distances, indices = [], []
     for start in range(0, len(queries), chunk):
         block = torch.from_numpy(np.ascontiguousarray(queries[start : start + chunk], dtype=np.float32))
-        where = torch.cdist(block, reference_t).argmin(dim=1)
+        pairwise = torch.cdist(block, reference_t)
+        if exclude_same_index:
+            rows = torch.arange(len(block))
+            keep = rows + start < pairwise.shape[1]
+            pairwise[rows[keep], rows[keep] + start] = float("inf")
+        where = pairwise.argmin(dim=1)
         # cdist's fast path (|a|^2 + |b|^2 - 2ab) loses ~1e-3 to cancellation; recompute the chosen pairs
         # directly so an exact copy measures exactly 0.
         values = (block.double() - reference_t[where].double()).norm(dim=1)

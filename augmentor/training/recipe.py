@@ -20,6 +20,10 @@ A recipe file::
     [data]
     classes = ["cyst", "metastasis", "hemangioma"]
 
+    [monitor]                     # optional: score the generator during training, ship the best step
+    reference = "test.h5"         # real lesions of other patients (the tuning cohort); not the training file
+    every = 1000                  # steps; 0 (the default) turns the monitor off
+
 Values left out take the defaults below; those marked "algorithm default" are filled in from the
 algorithm (cgan: non-saturating loss, Adam 2e-4, betas (0.5, 0.999), as in DCGAN; wgan-gp: Wasserstein
 loss, n_critic 5, λ_gp 10, Adam 1e-4, betas (0, 0.9), as in Gulrajani et al. 2017), so the resolved
@@ -147,6 +151,31 @@ class DataSection:
             raise ValueError(f"hu_window low {self.hu_window[0]} must be below high {self.hu_window[1]}")
 
 
+MonitorSelectName = Literal["kid"]
+
+
+@dataclass(frozen=True)
+class MonitorSection:
+    """Scores of the EMA generator during training against real lesions of other patients (the tuning
+    cohort), and which step ships (:mod:`evaluation.monitor`; needs the ``evaluation`` package).
+
+    ``select = "kid"``: the step with the lowest KID over all classes together ships (the earliest on a tie).
+    """
+
+    reference: str = ""  # HDF5 file of real lesions of patients the training file does not hold
+    every: int = 0  # steps between scores (and at the end); 0: no monitor
+    samples_per_class: int = 256
+    select: MonitorSelectName = "kid"
+
+    def __post_init__(self) -> None:
+        if self.every < 0:
+            raise ValueError(f"every must be >= 0 (0: no monitor), got {self.every}")
+        if self.samples_per_class < 8:
+            raise ValueError(f"samples_per_class must be >= 8 (precision and recall use 5 nearest neighbours), got {self.samples_per_class}")
+        if self.every > 0 and not self.reference:
+            raise ValueError("every > 0 needs a reference file of real lesions: set monitor.reference")
+
+
 @register_recipe_kind("gan")
 @dataclass(frozen=True)
 class GanRecipe:
@@ -158,6 +187,7 @@ class GanRecipe:
     model: ModelSection = field(default_factory=ModelSection)
     train: TrainSection = field(default_factory=TrainSection)
     data: DataSection = field(default_factory=DataSection)
+    monitor: MonitorSection = field(default_factory=MonitorSection)
 
     def __post_init__(self) -> None:
         if self.model.discriminator is None:

@@ -20,7 +20,7 @@ import hashlib
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -44,13 +44,18 @@ from augmentor.training.distributed import (
     shutdown_distributed,
 )
 from augmentor.training.ema import ExponentialMovingAverage
-from augmentor.training.recipe import GanRecipe
+from augmentor.training.recipe import GanRecipe, MonitorSection, TrainSection
 from augmentor.training.samples import SampleGrid, with_standing_statistics
 from augmentor.training.trainer import CHECKPOINTS, METRICS_LOG, Trainer
 from augmentor.training.wgan_gp import WassersteinGP
 
+if TYPE_CHECKING:
+    from evaluation.monitor import TrainingMonitor
+
 RESOLVED_RECIPE = "recipe.json"
 SAMPLES = "samples"
+# The [monitor]'s files (evaluation.monitor: MONITOR_LOG, FEATURE_CACHE), removed with a replaced run's outputs.
+MONITOR_FILES = ("monitor.jsonl", "monitor-features.safetensors")
 STANDING_STATISTICS_BATCHES = 16
 # Train-section keys that do not change what is computed, so a resumed run may change them.
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "sample_every", "log_every", "keep_checkpoints", "compile")
@@ -60,6 +65,11 @@ def derive_seed(seed: int, purpose: str) -> int:
     """An independent seed for one purpose (data order, augmentation, ...) from the recipe's seed."""
     digest = hashlib.sha256(f"augmentor:{seed}:{purpose}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
+
+
+def standing_generator(network: torch.nn.Module, settings: TrainSection) -> torch.nn.Module:
+    """A copy of an EMA generator as it ships: eval mode, BatchNorm statistics averaged over seeded latents."""
+    return with_standing_statistics(network, settings.batch_size, STANDING_STATISTICS_BATCHES, derive_seed(settings.seed, "standing-statistics"))
 
 
 def _seed_process(seed: int, world: Distributed) -> None:
@@ -89,7 +99,7 @@ def _clear_output(out: Path, resume: bool) -> None:
     if not resume and out.is_dir():
         for name in (CHECKPOINTS, SAMPLES):
             shutil.rmtree(out / name, ignore_errors=True)
-        for name in (MODEL_WEIGHTS, MODEL_CARD, METRICS_LOG, RESOLVED_RECIPE):
+        for name in (MODEL_WEIGHTS, MODEL_CARD, METRICS_LOG, RESOLVED_RECIPE, *MONITOR_FILES):
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -111,6 +121,8 @@ def _check_resumable(saved: dict[str, Any], current: dict[str, Any], checkpoint:
     old, new = saved.get("recipe", {}), current["recipe"]
     for section in sorted(set(old) | set(new)):
         before, after = old.get(section), new.get(section)
+        if section == "monitor" and before is None:
+            before = to_dict(MonitorSection())  # a checkpoint from before the [monitor] section: the monitor was off
         if isinstance(before, dict) and isinstance(after, dict):
             for key in sorted(set(before) | set(after)):
                 if section == "train" and key in RESUMABLE_CHANGES:
@@ -182,6 +194,8 @@ def train(
     # Everything that can refuse the run does so before a previous run's files are touched.
     _check_output(out, resume, overwrite)
     resolved = to_dict(recipe)
+    if recipe.monitor.reference:  # recorded as a file name (checkpoints and card): folders may name a patient
+        resolved["monitor"]["reference"] = stored_path(recipe.monitor.reference)
     environment_world().local_batch(recipe.train.batch_size)  # before joining a process group: refuse a batch K ranks cannot share
     world, torch_device = init_distributed(device)
     try:
@@ -208,6 +222,11 @@ def _train(
         )
     metadata = {"recipe": resolved, "training_data_sha256": training_set.sha256, "class_names": list(training_set.class_names)}
     checkpoint = resume_checkpoint(out, metadata) if resume else None
+    if recipe.monitor.every > 0 and world.is_main:
+        # lazy: augmentor trains without the evaluation package (as models/segmenter.py)
+        from evaluation.monitor import check_reference
+
+        check_reference(recipe.monitor.reference, training_set.path)
     if world.is_main:
         _clear_output(out, resume)
     barrier(world)  # no rank reads the run directory before rank 0 has prepared it
@@ -232,11 +251,16 @@ def _train(
         out / SAMPLES, training_set.class_names, recipe.model.latent_dim, seed=derive_seed(settings.seed, "samples"),
         statistics_batch_size=settings.batch_size, image_channels=image_channels,
     )
+    monitor: TrainingMonitor | None = None
+    if recipe.monitor.every > 0 and world.is_main:  # rank 0 alone scores (the other ranks train on)
+        from evaluation.monitor import TrainingMonitor
+
+        monitor = TrainingMonitor(recipe.monitor, settings, training_set, recipe.model.latent_dim, out)
     trainer = Trainer(
         algorithm, batches, out, steps=settings.steps, ema=ema, ema_source=algorithm.generator, sampler=sampler,
         checkpoint_every=settings.checkpoint_every, sample_every=settings.sample_every, log_every=settings.log_every,
         keep_checkpoints=settings.keep_checkpoints, metadata=metadata, progress=progress,
-        description=recipe.name or out.name, world=world,
+        description=recipe.name or out.name, world=world, monitor=monitor,
     )
     if checkpoint is not None:
         trainer.restore(checkpoint)
@@ -248,9 +272,8 @@ def _train(
     if not world.is_main:
         return out
 
-    generator = with_standing_statistics(
-        ema.shadow, settings.batch_size, STANDING_STATISTICS_BATCHES, derive_seed(settings.seed, "standing-statistics")
-    ).cpu()
+    # With a monitor, the step it selected ships (evaluation.monitor); otherwise the last step.
+    generator = standing_generator(monitor.selected(ema.shadow) if monitor is not None else ema.shadow, settings).cpu()
     card = {
         "algorithm": settings.algorithm,
         "class_names": list(training_set.class_names),
@@ -284,5 +307,7 @@ def _train(
         "precision": precision.describe(),
         "command": command_line(),
     }
+    if monitor is not None:
+        card["monitor"] = monitor.card()
     save_model(out, generator, card)
     return out

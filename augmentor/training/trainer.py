@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from rich.console import Console
@@ -55,6 +55,19 @@ CHECKPOINTS = "checkpoints"
 Sampler = Callable[[nn.Module, int], Path]
 
 
+class Monitor(Protocol):
+    """Scores the EMA network every ``every`` steps and at the end (:class:`evaluation.monitor.TrainingMonitor`);
+    its state (the best step so far) goes into every checkpoint."""
+
+    every: int
+
+    def __call__(self, network: nn.Module, step: int) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any] | None, step: int) -> None: ...
+
+
 @dataclass(frozen=True)
 class TrainingResult:
     steps: int
@@ -80,6 +93,8 @@ class Trainer:
         metadata: stored in every checkpoint's JSON (resolved recipe, data hash, ...).
         progress: show a rich progress bar.
         world: this process's place in a data-parallel run (rank 0 writes every file).
+        monitor: called as ``monitor(network, step)`` with the EMA network every ``monitor.every`` steps and at
+            the end, on rank 0, after the sample grid and before the checkpoint (which stores its state).
     """
 
     def __init__(
@@ -100,6 +115,7 @@ class Trainer:
         progress: bool = True,
         description: str = "training",
         world: Distributed = SINGLE_PROCESS,
+        monitor: Monitor | None = None,
     ) -> None:
         if ema is not None and ema_source is None:
             raise ValueError("an EMA needs the network it follows (ema_source)")
@@ -118,6 +134,7 @@ class Trainer:
         self.progress = progress
         self.description = description
         self.world = world
+        self.monitor = monitor
         self.step = 0
         self.wall_time_before = 0.0  # seconds spent in earlier sessions of a resumed run
         self.last_metrics: dict[str, float] = {}
@@ -133,6 +150,7 @@ class Trainer:
             "data": self.batches.state_dict(),
             "global_rng": global_rng_state(),
             "last_metrics": dict(self.last_metrics),
+            **({"monitor": self.monitor.state_dict()} if self.monitor is not None else {}),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -143,6 +161,8 @@ class Trainer:
         set_global_rng_state(state["global_rng"])
         self.step = int(state["step"])
         self.last_metrics = dict(state.get("last_metrics") or {})
+        if self.monitor is not None:
+            self.monitor.load_state_dict(state.get("monitor"), self.step)
 
     def restore(self, checkpoint: Path) -> int:
         """Load a checkpoint, drop later lines of the metrics log, and return the step it was taken at."""
@@ -218,6 +238,8 @@ class Trainer:
                 network = self.sample_network()
                 if main and self.sampler is not None and network is not None and self.sample_every > 0 and (self.step % self.sample_every == 0 or final):
                     self.sampler(network, self.step)
+                if main and self.monitor is not None and network is not None and self.monitor.every > 0 and (self.step % self.monitor.every == 0 or final):
+                    self.monitor(network, self.step)
                 if main and (self.step % self.checkpoint_every == 0 or final):
                     self.save(elapsed)
                 bar.update(task, advance=1)

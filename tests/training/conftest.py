@@ -17,8 +17,9 @@ torch.set_num_threads(1)
 CLASS_NAMES = ("round", "square")
 
 
-def write_tiny_dataset(path: Path, count: int = 32, size: int = 16, seed: int = 0) -> Path:
-    """Two classes of bright shapes on a flat background, with their masks; two samples per patient."""
+def write_tiny_dataset(path: Path, count: int = 32, size: int = 16, seed: int = 0, patient_prefix: str = "patient") -> Path:
+    """Two classes of bright shapes on a flat background, with their masks; two samples per patient
+    (ids ``{patient_prefix}-000``, ...)."""
     rng = np.random.default_rng(seed)
     rows, columns = np.mgrid[:size, :size]
     images = np.empty((count, 1, size, size), np.int16)
@@ -34,7 +35,7 @@ def write_tiny_dataset(path: Path, count: int = 32, size: int = 16, seed: int = 
         masks[i] = inside
         images[i, 0] = np.where(inside, 150 if labels[i] else 0, 60) + rng.normal(0, 15, (size, size))
     with H5Writer(path, class_names=CLASS_NAMES, image_shape=(1, size, size), hu_window=(-160.0, 240.0)) as writer:
-        writer.append(images, masks, labels, [f"patient-{i // 2:03d}" for i in range(count)])
+        writer.append(images, masks, labels, [f"{patient_prefix}-{i // 2:03d}" for i in range(count)])
     return path
 
 

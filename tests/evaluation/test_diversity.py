@@ -1,0 +1,93 @@
+"""Diversity numbers on constructed sets: copies are not diverse, a set matches itself, collapse is caught."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from evaluation.diversity import (
+    LesionSet,
+    compare_diversity,
+    diversity,
+    equal_size,
+    nearest_mask_iou,
+    nearest_other_distance,
+)
+
+WINDOW = (-160.0, 240.0)
+
+
+def lesions(count: int, seed: int, size: int = 32, vessels: bool = True) -> LesionSet:
+    """Discs of random centre and radius on a noisy liver-like background, with bright vessel lines."""
+    rng = np.random.default_rng(seed)
+    rows, columns = np.mgrid[:size, :size]
+    hu = np.empty((count, 1, size, size), np.int16)
+    masks = np.zeros((count, size, size), np.uint8)
+    for i in range(count):
+        centre = rng.uniform(size * 0.3, size * 0.7, 2)
+        radius = rng.uniform(size * 0.1, size * 0.3)
+        inside = (rows - centre[0]) ** 2 + (columns - centre[1]) ** 2 < radius**2
+        image = np.where(inside, 20.0, 100.0) + rng.normal(0, 20, (size, size))
+        if vessels:
+            image[int(rng.integers(size)), :] = 200.0  # one bright vessel row
+        masks[i] = inside
+        hu[i, 0] = image
+    return LesionSet(hu, masks)
+
+
+def test_identical_copies_are_at_distance_zero_with_iou_one() -> None:
+    base = lesions(8, seed=0)
+    copies = LesionSet(np.repeat(base.hu[:1], 8, axis=0), np.repeat(base.masks[:1], 8, axis=0))
+    assert np.array_equal(nearest_other_distance(copies.hu, WINDOW), np.zeros(8))
+    assert np.array_equal(nearest_mask_iou(copies.masks), np.ones(8))
+    numbers = diversity(copies, WINDOW)
+    assert numbers["nn_distance"] == 0.0 and numbers["nn_mask_iou"] == 1.0
+    # distinct samples: the nearest *other* sample is never the sample itself
+    assert (nearest_other_distance(base.hu, WINDOW) > 0).all()
+    assert (nearest_mask_iou(base.masks) < 1).all()
+
+
+def test_area_and_bright_fraction() -> None:
+    hu = np.zeros((2, 1, 10, 10), np.int16)
+    masks = np.zeros((2, 10, 10), np.uint8)
+    masks[:, :5, :2] = 1  # 10 of 100 pixels
+    hu[:, 0, 9, :] = 300  # 10 bright pixels of the 90 outside the lesion
+    hu[:, 0, 0, 0] = 300  # inside the lesion: not a vessel
+    numbers = diversity(LesionSet(hu, masks), WINDOW)
+    assert numbers["lesion_area"] == pytest.approx(0.1)
+    assert numbers["bright_fraction"] == pytest.approx(10 / 90)
+
+
+def test_a_set_against_itself_has_ratios_one_and_passes() -> None:
+    real = lesions(40, seed=1)
+    compared = compare_diversity(real, real, WINDOW)
+    values = {name: c["value"] for name, c in compared["criteria"].items()}
+    assert values == pytest.approx({"nn_distance": 1.0, "nn_mask_iou": 0.0, "lesion_area": 1.0, "bright_fraction": 1.0})
+    assert compared["passed"]
+
+
+def test_a_collapsed_generator_fails() -> None:
+    """Eight distinct lesions repeated five times each (with fresh noise) against 40 distinct real lesions:
+    the copies' nearest neighbours are each other, masks repeat exactly, and without vessels the bright
+    fraction is gone."""
+    real = lesions(40, seed=2)
+    modes = lesions(8, seed=3, vessels=False)
+    rng = np.random.default_rng(4)
+    hu = (np.repeat(modes.hu, 5, axis=0) + rng.normal(0, 20, (40, 1, 32, 32))).astype(np.int16)
+    collapsed = LesionSet(hu, np.repeat(modes.masks, 5, axis=0))
+    criteria = compare_diversity(collapsed, real, WINDOW)["criteria"]
+    assert not criteria["nn_distance"]["passed"] and criteria["nn_distance"]["value"] < 0.85
+    assert not criteria["nn_mask_iou"]["passed"] and criteria["nn_mask_iou"]["value"] > 0.05
+    assert not criteria["bright_fraction"]["passed"]
+
+
+def test_sets_are_compared_at_equal_size() -> None:
+    """Nearest neighbours get closer as a set grows: a large sample of the real distribution against a small
+    one would look *less* diverse; at equal n it does not."""
+    small, large = lesions(20, seed=5), lesions(200, seed=6)
+    assert diversity(large, WINDOW)["nn_distance"] < diversity(small, WINDOW)["nn_distance"]
+    first, second = equal_size(large, small, seed=0)
+    assert len(first) == len(second) == 20
+    compared = compare_diversity(large, small, WINDOW)
+    assert compared["synthetic"]["n"] == compared["real"]["n"] == 20
+    assert compared["criteria"]["nn_distance"]["value"] > 0.85

@@ -1,0 +1,178 @@
+"""The training monitor: scores at the right steps, ships the best step, resumes exactly, refuses a reference
+that shares patients with the training data, and leaves the training run itself untouched."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from augmentor.data.provenance import sha256_file
+from augmentor.errors import AugmentorError, RecipeError
+from augmentor.models import MODEL_CARD, MODEL_WEIGHTS
+from augmentor.recipes import load_recipe
+from augmentor.training.cgan import ConditionalGAN
+from augmentor.training.checkpoint import list_checkpoints, load_checkpoint
+from augmentor.training.run import standing_generator, train
+from augmentor.training.trainer import CHECKPOINTS
+from evaluation import monitor as monitor_module
+from evaluation.monitor import FEATURE_CACHE, MONITOR_LOG, POSTHOC_LOG, main
+from tests.training.conftest import write_tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Lesions of other (virtual) patients, as the tuning cohort holds."""
+    return write_tiny_dataset(tmp_path_factory.mktemp("tuning") / "test.h5", count=32, seed=1, patient_prefix="tuning")
+
+
+def monitored(reference: Path, *overrides: str) -> Any:
+    return load_recipe("tiny-cgan", [
+        "train.steps=12", "train.checkpoint_every=4", "train.sample_every=0", "train.log_every=4", "train.keep_checkpoints=5",
+        f"monitor.reference={json.dumps(str(reference))}", "monitor.every=4", "monitor.samples_per_class=16", *overrides,
+    ])
+
+
+def log(run: Path, name: str = MONITOR_LOG) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run / name).read_text().splitlines()]
+
+
+def test_monitor_scores_at_its_steps_and_ships_the_best(tiny_h5: Path, reference: Path, tmp_path: Path) -> None:
+    out = train(monitored(reference, "train.steps=10"), tiny_h5, tmp_path / "run", progress=False)
+    lines = log(out)
+    assert [line["step"] for line in lines] == [4, 8, 10]  # every 4 steps and at the end
+    scores = lines[0]["scores"]
+    assert set(scores) == {"round", "square", "all"}
+    assert set(scores["all"]) >= {"kid", "kid_std", "precision", "recall", "density", "coverage", "diversity", "near_copy_fraction", "n"}
+    assert scores["round"]["n"] == 16 and scores["all"]["n"] == 32
+    assert set(scores["all"]["diversity"]["criteria"]) == {"nn_distance", "nn_mask_iou", "lesion_area", "bright_fraction"}
+    assert (out / FEATURE_CACHE).is_file()
+
+    card = json.loads((out / MODEL_CARD).read_text())
+    kids = {line["step"]: line["scores"]["all"]["kid"] for line in lines}
+    best = min(kids, key=lambda step: (kids[step], step))
+    assert card["monitor"]["selected_step"] == best and card["monitor"]["select"] == "kid"
+    assert card["monitor"]["scores"] == next(line["scores"] for line in lines if line["step"] == best)
+    assert card["monitor"]["reference"] == {"path": "test.h5", "sha256": sha256_file(reference), "num_samples": 32}
+    assert card["recipe"]["monitor"]["reference"] == "test.h5"  # no folder in the card
+
+
+def test_the_selected_step_ships_not_the_last(tiny_h5: Path, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """KID is made lowest at step 8 of 12: the model must be step 8's EMA generator."""
+    kid_of_step = iter([0.5, 0.1, 0.3])
+    original = monitor_module.Scorer.score
+
+    def score(self: Any, generator: torch.nn.Module) -> dict[str, Any]:
+        scores = original(self, generator)
+        scores["all"]["kid"] = next(kid_of_step)
+        return scores
+
+    monkeypatch.setattr(monitor_module.Scorer, "score", score)
+    recipe = monitored(reference)
+    out = train(recipe, tiny_h5, tmp_path / "run", progress=False)
+    card = json.loads((out / MODEL_CARD).read_text())
+    assert card["monitor"]["selected_step"] == 8 and card["steps"] == 12
+
+    network, _ = load_checkpoint(out / CHECKPOINTS / "step-00000008.json")
+    from augmentor.models import load_generator
+
+    shipped, _ = load_generator(out)
+    step_8 = shipped.__class__(**card["architecture"]["config"])
+    step_8.load_state_dict(network["ema"]["shadow"])
+    expected = standing_generator(step_8, recipe.train).state_dict()
+    weights = load_file(str(out / MODEL_WEIGHTS))
+    assert all(torch.equal(weights[key], value.to(weights[key].dtype)) for key, value in expected.items())
+    last, _ = load_checkpoint(out / CHECKPOINTS / "step-00000012.json")
+    assert any(not torch.equal(last["ema"]["shadow"][key], value) for key, value in network["ema"]["shadow"].items())
+
+
+class SimulatedCrash(Exception):
+    pass
+
+
+def test_resume_continues_the_monitor_exactly(tiny_h5: Path, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recipe = monitored(reference)
+    straight = train(recipe, tiny_h5, tmp_path / "straight", progress=False)
+
+    original = ConditionalGAN.update
+    calls = {"count": 0}
+
+    def crashing_update(self, batch):  # type: ignore[no-untyped-def]
+        calls["count"] += 1
+        if calls["count"] == 10:  # after the score and checkpoint at step 8
+            raise SimulatedCrash
+        return original(self, batch)
+
+    monkeypatch.setattr(ConditionalGAN, "update", crashing_update)
+    with pytest.raises(SimulatedCrash):
+        train(recipe, tiny_h5, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(ConditionalGAN, "update", original)
+    resumed_dir = tmp_path / "resumed"
+    # a score the checkpoint does not know of (as if the crash came after it): the resumed run must drop it
+    with open(resumed_dir / MONITOR_LOG, "a") as stream:
+        stream.write(json.dumps({"step": 9, "seconds": 0.0, "scores": {}}) + "\n")
+    assert [step for step, _ in list_checkpoints(resumed_dir / CHECKPOINTS)] == [4, 8]
+    (resumed_dir / CHECKPOINTS / "step-00000008.json").unlink()  # resume from step 4: one score to redo
+    cache = (resumed_dir / FEATURE_CACHE).stat().st_mtime_ns
+    resumed = train(recipe, tiny_h5, resumed_dir, resume=True, progress=False)
+
+    assert (resumed / FEATURE_CACHE).stat().st_mtime_ns == cache  # the feature CNN was not retrained
+    strip = lambda lines: [{k: v for k, v in line.items() if k != "seconds"} for line in lines]  # noqa: E731
+    assert strip(log(resumed)) == strip(log(straight))
+    assert (straight / MODEL_WEIGHTS).read_bytes() == (resumed / MODEL_WEIGHTS).read_bytes()
+    a, b = (json.loads((run / MODEL_CARD).read_text())["monitor"] for run in (straight, resumed))
+    assert a == b
+
+
+def test_the_monitor_does_not_change_training(tiny_h5: Path, reference: Path, tmp_path: Path) -> None:
+    plain = load_recipe("tiny-cgan", ["train.steps=8", "train.checkpoint_every=8", "train.sample_every=0"])
+    watched = monitored(reference, "train.steps=8", "train.checkpoint_every=8")
+    runs = [train(r, tiny_h5, tmp_path / name, progress=False) for r, name in ((plain, "plain"), (watched, "watched"))]
+    a, b = (load_checkpoint(run / CHECKPOINTS / "step-00000008.json")[0] for run in runs)
+    assert all(torch.equal(a["algorithm"]["generator"][k], v) for k, v in b["algorithm"]["generator"].items())
+    assert all(torch.equal(a["ema"]["shadow"][k], v) for k, v in b["ema"]["shadow"].items())
+
+
+def test_a_reference_sharing_patients_is_refused(tiny_h5: Path, tmp_path: Path) -> None:
+    shared = write_tiny_dataset(tmp_path / "shared.h5", count=8, seed=3)  # patient-000 ... patient-003: in the training file
+    with pytest.raises(AugmentorError, match=r"monitor\.reference shared\.h5 must hold other patients.*share 4 patient id"):
+        train(monitored(shared), tiny_h5, tmp_path / "run", progress=False)
+    with pytest.raises(AugmentorError, match="same file"):
+        train(monitored(tiny_h5), tiny_h5, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("monitor.every=-1", "every must be >= 0"),
+        ("monitor.every=10", "set monitor.reference"),
+        ("monitor.samples_per_class=4", "samples_per_class must be >= 8"),
+        ("monitor.select=fid", "'fid' is not one of 'kid'"),
+        ("monitor.evry=3", "did you mean 'every'"),
+    ],
+)
+def test_monitor_section_is_validated(override: str, expected: str) -> None:
+    with pytest.raises(RecipeError, match=expected):
+        load_recipe("tiny-cgan", [override])
+
+
+def test_monitor_defaults_leave_recipes_unchanged() -> None:
+    recipe = load_recipe("tiny-cgan")
+    assert recipe.monitor.every == 0 and recipe.monitor.reference == "" and recipe.monitor.samples_per_class == 256
+    assert load_recipe("tiny-cgan", ["monitor.reference=cohorts/x/test.h5"]).monitor.reference == "cohorts/x/test.h5"
+
+
+def test_posthoc_scores_every_checkpoint(tiny_h5: Path, reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = load_recipe("tiny-cgan", ["train.steps=8", "train.checkpoint_every=4", "train.sample_every=0", "train.keep_checkpoints=5"])
+    out = train(recipe, tiny_h5, tmp_path / "run", progress=False)
+    assert main([str(out), "--reference", str(reference), "--data", str(tiny_h5), "--samples-per-class", "16"]) == 0
+    lines = log(out, POSTHOC_LOG)
+    assert [line["step"] for line in lines] == [4, 8]
+    assert lines[0]["scores"]["all"]["near_copy_fraction"] is not None
+    assert "best by KID: step" in capsys.readouterr().out
+    assert main([str(out), "--reference", str(tiny_h5), "--data", str(tiny_h5)]) == 1  # the training file itself
