@@ -124,7 +124,8 @@ class SampleStream:
         latents = latents.to(self.device, non_blocking=True)
         labels = torch.full((GROUP,), label, dtype=torch.long, device=self.device)
         output = self.network(latents, labels).float()
-        masks = (output[:, self.image_channels] > 0).to(torch.uint8)  # tanh mask channel: > 0 is lesion
+        # The mask channel is a tanh output or a logit (card: architecture.config.mask_output); > 0 is lesion for both.
+        masks = (output[:, self.image_channels] > 0).to(torch.uint8)
         # denormalise in place (the network output is not needed again): HU = (x + 1) * half + low
         low, high = self.window
         half = (high - low) / 2.0

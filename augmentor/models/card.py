@@ -10,7 +10,8 @@ The card is a JSON object; the keys every card has:
 A card written by :func:`augmentor.training.run.train` also has: ``hu_window`` ([low, high]: image values
 in [-1, 1] map back to HU through it), ``image_size``, ``image_channels``, ``modality``,
 ``pixel_spacing_mm``, ``mask_label_names``, ``latent_dim``, ``latent_distribution``, ``outputs`` (how to
-read the generator's channels: image(s) then mask, all tanh; lesion where mask > 0), ``algorithm``,
+read the generator's channels: image(s) through tanh, then the mask as a tanh output or a logit; lesion
+where mask > 0 either way), ``algorithm``,
 ``recipe`` (resolved), ``training_data`` (``path``: the file's name only, ``sha256`` of the file, ``patients_sha256`` of the set of
 patient ids, counts), ``steps``, ``wall_time_s``, ``final_losses``, ``device``, ``precision``, ``command`` (paths reduced to file names).
 """

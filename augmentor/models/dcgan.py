@@ -3,31 +3,44 @@
 Generator (Radford et al. 2016, conditioned as in Frid-Adar et al. 2018): the latent vector and a
 learned class embedding are concatenated and projected to a 4x4 map, then doubled in size by strided
 transposed convolutions (BatchNorm + ReLU) up to ``image_size``. It emits ``image_channels + 1``
-channels, all through ``tanh``:
+channels:
 
-- channels ``0 .. image_channels-1``: the image in [-1, 1] (the HU window mapped linearly, see
-  :mod:`augmentor.data.intensity`);
-- the last channel: the lesion mask in [-1, 1]. ``mask > 0`` is the lesion; ``(mask + 1) / 2`` is a soft
-  probability. A tanh (rather than logits) keeps both channels on the same scale for the discriminator,
-  which sees real masks mapped the same way (0 -> -1, lesion -> +1).
+- channels ``0 .. image_channels-1``: the image in [-1, 1] through ``tanh`` (the HU window mapped
+  linearly, see :mod:`augmentor.data.intensity`);
+- the last channel: the lesion mask. ``mask > 0`` is the lesion either way. With ``mask_output="tanh"``
+  (the default, what the shipped models use) it is a tanh output in [-1, 1]; ``(mask + 1) / 2`` is a soft
+  probability, on the same scale as the real masks the discriminator sees (0 -> -1, lesion -> +1). With
+  ``"logits"`` it is an unbounded logit (lesion probability ``sigmoid(mask)``); the training algorithm
+  shows the discriminator ``2 sigmoid(mask) - 1`` (see :mod:`augmentor.training.algorithm`), so a mask
+  near a real one no longer needs the generator to saturate a tanh.
+
+Options the mode-collapse study of issue #13 tries (defaults: the original architecture):
+``upsample="resize"`` doubles the size by a nearest-neighbour resize and a 3x3 convolution instead of a
+transposed convolution (Odena et al. 2016, "Deconvolution and checkerboard artifacts"; the 1x1 -> 4x4
+projection becomes a linear layer), and ``embedding_init="unit"`` draws the class embedding from N(0, 1)
+instead of DCGAN's N(0, 0.02), so the class is not a whisper next to an N(0, 1) latent at the start.
 
 The forward pass draws no random numbers: in ``eval()`` mode, sample i depends only on the latent vector
 and class you pass, so generation can draw latents per sample index.
 
 Discriminator (Miyato & Koyama 2018, "cGANs with projection discriminator"): strided convolutions down
 to 4x4, global sum pooling to a feature vector h, and the logit ``linear(h) + <embed(y), h>``. It returns
-raw logits; the loss owns the activation.
+raw logits; the loss owns the activation. ``minibatch_std=True`` adds Karras et al.'s (2018) minibatch
+standard-deviation channel before the last strided convolution (see :class:`MinibatchStandardDeviation`),
+so the discriminator can see how alike the samples of a batch are.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from enum import StrEnum
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from augmentor.errors import did_you_mean
 from augmentor.models.normalization import (
     Normalization,
     feature_normalization,
@@ -36,6 +49,30 @@ from augmentor.models.normalization import (
 )
 
 MAX_WIDTH_MULTIPLIER = 8  # widest layer is 8 x base_channels (DCGAN's 512 for base 64)
+MINIBATCH_STD_GROUP = 4  # Karras et al. 2018's group size
+
+
+class Upsample(StrEnum):
+    TRANSPOSED = "transposed"  # ConvTranspose2d(4, stride 2), as in DCGAN
+    RESIZE = "resize"  # nearest x2 then a 3x3 convolution (Odena et al. 2016)
+
+
+class MaskOutput(StrEnum):
+    TANH = "tanh"  # mask channel through tanh, in [-1, 1]
+    LOGITS = "logits"  # mask channel as a raw logit
+
+
+class EmbeddingInit(StrEnum):
+    DCGAN = "dcgan"  # N(0, 0.02), like every other weight
+    UNIT = "unit"  # N(0, 1), the scale of the latent
+
+
+def _parse_option(enum: type[StrEnum], name: str, what: str) -> Any:
+    """The member of ``enum`` called ``name``; ValueError listing the valid ones otherwise."""
+    valid = [member.value for member in enum]
+    if name not in valid:
+        raise ValueError(f"unknown {what} {name!r}{did_you_mean(name, valid)}; valid: {', '.join(valid)}")
+    return enum(name)
 
 
 def _num_doublings(image_size: int) -> int:
@@ -64,8 +101,50 @@ def dcgan_init(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
+class TanhOnImageChannels(nn.Module):
+    """tanh on the first ``image_channels`` channels; the rest (the mask logits) pass unchanged."""
+
+    def __init__(self, image_channels: int) -> None:
+        super().__init__()
+        self.image_channels = image_channels
+
+    def forward(self, outputs: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.tanh(outputs[:, : self.image_channels]), outputs[:, self.image_channels :]], dim=1)
+
+
+class MinibatchStandardDeviation(nn.Module):
+    """Appends one channel: the standard deviation across a group of samples (Karras et al. 2018, sec. 3).
+
+    The batch is split into groups of ``G`` samples, G the largest divisor of the batch size not above
+    ``group_size`` (4, as in the paper: 64 -> 4, 6 -> 3, 1 -> 1). Sample i belongs to group ``i mod (B / G)``
+    (the strided grouping of StyleGAN's code). For each group, the population standard deviation of
+    every feature at every position is taken over the group's samples, and averaged over features and
+    positions into one number, broadcast as an extra (B, 1, H, W) channel to the group's samples. A
+    generator that makes alike samples gives a small value a discriminator can learn to reject.
+
+    Under data-parallel training the groups are formed within each process's rows of the global batch
+    (the statistics are per rank, not gathered), so K processes compute what one process would only when
+    each group is one rank's: the layer is not part of the "K processes = 1 process" guarantee.
+    """
+
+    def __init__(self, group_size: int = MINIBATCH_STD_GROUP) -> None:
+        super().__init__()
+        _check_positive(group_size=group_size)
+        self.group_size = group_size
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C + 1, H, W)."""
+        batch, channels, height, width = features.shape
+        group = max(g for g in range(1, min(self.group_size, batch) + 1) if batch % g == 0)
+        grouped = features.float().reshape(group, batch // group, channels, height, width)
+        deviation = torch.sqrt(grouped.var(dim=0, unbiased=False) + 1e-8)  # (B/G, C, H, W)
+        statistic = deviation.mean(dim=(1, 2, 3))  # (B/G,)
+        channel = statistic.repeat(group).view(batch, 1, 1, 1).expand(batch, 1, height, width)
+        return torch.cat([features, channel.to(features.dtype)], dim=1)
+
+
 class ConditionalDCGANGenerator(nn.Module):
-    """Latent vector + class -> (image, mask) with ``image_channels + 1`` channels in [-1, 1].
+    """Latent vector + class -> (image, mask) with ``image_channels + 1`` channels (see the module docstring).
 
     Args:
         num_classes: number of classes (labels are 0 .. num_classes-1).
@@ -74,6 +153,12 @@ class ConditionalDCGANGenerator(nn.Module):
         base_channels: width of the last hidden layer; earlier layers are 2x, 4x, ... up to 8x wider.
         embedding_dim: size of the learned class embedding concatenated to the latent vector.
         image_channels: image channels (1 for CT); one mask channel is added.
+        upsample: "transposed" (default, DCGAN) or "resize" (nearest x2 + 3x3 convolution).
+        mask_output: "tanh" (default) or "logits" for the mask channel.
+        embedding_init: "dcgan" (default, N(0, 0.02)) or "unit" (N(0, 1)) for the class embedding.
+
+    Cards written before these options existed lack them in their config; the defaults rebuild exactly
+    the network those cards describe.
     """
 
     family: ClassVar[str] = "dcgan-generator"
@@ -86,14 +171,21 @@ class ConditionalDCGANGenerator(nn.Module):
         base_channels: int = 32,
         embedding_dim: int = 32,
         image_channels: int = 1,
+        upsample: str = Upsample.TRANSPOSED.value,
+        mask_output: str = MaskOutput.TANH.value,
+        embedding_init: str = EmbeddingInit.DCGAN.value,
     ) -> None:
         super().__init__()
         _check_positive(num_classes=num_classes, latent_dim=latent_dim, base_channels=base_channels,
                         embedding_dim=embedding_dim, image_channels=image_channels)
         doublings = _num_doublings(image_size)
+        upsampling: Upsample = _parse_option(Upsample, upsample, "upsample")
+        self.mask_output: MaskOutput = _parse_option(MaskOutput, mask_output, "mask_output")
+        initialisation: EmbeddingInit = _parse_option(EmbeddingInit, embedding_init, "embedding_init")
         self.config: dict[str, Any] = {
             "num_classes": num_classes, "latent_dim": latent_dim, "image_size": image_size,
             "base_channels": base_channels, "embedding_dim": embedding_dim, "image_channels": image_channels,
+            "upsample": upsampling.value, "mask_output": self.mask_output.value, "embedding_init": initialisation.value,
         }
         self.num_classes = num_classes
         self.latent_dim = latent_dim
@@ -103,24 +195,34 @@ class ConditionalDCGANGenerator(nn.Module):
         # widths[i] is the width at resolution 4 * 2**i, e.g. 64x64 with base 32: 256, 128, 64, 32
         widths = [base_channels * min(MAX_WIDTH_MULTIPLIER, 2 ** (doublings - 1 - i)) for i in range(doublings)]
         self.class_embedding = nn.Embedding(num_classes, embedding_dim)
-        layers: list[nn.Module] = [
+        code_width = latent_dim + embedding_dim
+        if upsampling is Upsample.TRANSPOSED:
             # (B, latent + embedding, 1, 1) -> (B, widths[0], 4, 4)
-            nn.ConvTranspose2d(latent_dim + embedding_dim, widths[0], 4, 1, 0, bias=False),
-            nn.BatchNorm2d(widths[0]),
-            nn.ReLU(inplace=True),
-        ]
+            layers: list[nn.Module] = [nn.ConvTranspose2d(code_width, widths[0], 4, 1, 0, bias=False)]
+        else:
+            # (B, latent + embedding, 1, 1) -> (B, latent + embedding) -> (B, widths[0] * 16) -> (B, widths[0], 4, 4)
+            layers = [nn.Flatten(1), nn.Linear(code_width, widths[0] * 16, bias=False), nn.Unflatten(1, (widths[0], 4, 4))]
+        layers += [nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)]
         for width_in, width_out in itertools.pairwise(widths):
             layers += [  # (B, width_in, s, s) -> (B, width_out, 2s, 2s)
-                nn.ConvTranspose2d(width_in, width_out, 4, 2, 1, bias=False),
+                *self._doubling(upsampling, width_in, width_out, bias=False),
                 nn.BatchNorm2d(width_out),
                 nn.ReLU(inplace=True),
             ]
-        layers += [  # (B, widths[-1], size/2, size/2) -> (B, image_channels + 1, size, size)
-            nn.ConvTranspose2d(widths[-1], self.out_channels, 4, 2, 1),
-            nn.Tanh(),
-        ]
+        # (B, widths[-1], size/2, size/2) -> (B, image_channels + 1, size, size)
+        layers += self._doubling(upsampling, widths[-1], self.out_channels, bias=True)
+        layers.append(nn.Tanh() if self.mask_output is MaskOutput.TANH else TanhOnImageChannels(image_channels))
         self.main = nn.Sequential(*layers)
         self.apply(dcgan_init)
+        if initialisation is EmbeddingInit.UNIT:
+            nn.init.normal_(self.class_embedding.weight, 0.0, 1.0)
+
+    @staticmethod
+    def _doubling(upsampling: Upsample, width_in: int, width_out: int, *, bias: bool) -> list[nn.Module]:
+        """The layers that double the resolution: (B, width_in, s, s) -> (B, width_out, 2s, 2s)."""
+        if upsampling is Upsample.TRANSPOSED:
+            return [nn.ConvTranspose2d(width_in, width_out, 4, 2, 1, bias=bias)]
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(width_in, width_out, 3, 1, 1, bias=bias)]
 
     def forward(self, latent: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """(B, latent_dim) latents and (B,) class indices -> (B, image_channels + 1, size, size)."""
@@ -137,6 +239,7 @@ class ProjectionDiscriminator(nn.Module):
         base_channels: width of the first layer; later layers are 2x, 4x, ... up to 8x wider.
         in_channels: image channels + mask channel (2 for CT).
         normalization: "spectral" (default), "batch", "layer", "instance" or "none".
+        minibatch_std: add the minibatch standard-deviation channel before the last strided convolution.
     """
 
     family: ClassVar[str] = "projection-discriminator"
@@ -149,6 +252,7 @@ class ProjectionDiscriminator(nn.Module):
         base_channels: int = 32,
         in_channels: int = 2,
         normalization: str | None = None,
+        minibatch_std: bool = False,
     ) -> None:
         super().__init__()
         _check_positive(num_classes=num_classes, base_channels=base_channels, in_channels=in_channels)
@@ -157,18 +261,25 @@ class ProjectionDiscriminator(nn.Module):
         self._check_normalization(norm)
         self.config: dict[str, Any] = {
             "num_classes": num_classes, "image_size": image_size, "base_channels": base_channels,
-            "in_channels": in_channels, "normalization": norm.value,
+            "in_channels": in_channels, "normalization": norm.value, "minibatch_std": minibatch_std,
         }
         self.num_classes = num_classes
         # widths[i] is the width at resolution size / 2**(i+1), e.g. 64x64 with base 32: 32, 64, 128, 256
         widths = [base_channels * min(MAX_WIDTH_MULTIPLIER, 2**i) for i in range(doublings)]
+        # The minibatch-std channel joins the input of the last strided convolution (+1 channel there).
+        statistic: list[nn.Module] = [MinibatchStandardDeviation()] if minibatch_std else []
+        extra = int(minibatch_std)
+        first_is_last = doublings == 1
         layers: list[nn.Module] = [  # (B, in, size, size) -> (B, widths[0], size/2, size/2); no norm on the input layer
-            nn.Conv2d(in_channels, widths[0], 4, 2, 1),
+            *(statistic if first_is_last else []),
+            nn.Conv2d(in_channels + (extra if first_is_last else 0), widths[0], 4, 2, 1),
             nn.LeakyReLU(0.2, inplace=True),
         ]
-        for width_in, width_out in itertools.pairwise(widths):
+        for index, (width_in, width_out) in enumerate(itertools.pairwise(widths), start=2):
+            last = index == doublings
             # (B, width_in, s, s) -> (B, width_out, s/2, s/2)
-            layers.append(nn.Conv2d(width_in, width_out, 4, 2, 1, bias=norm is not Normalization.BATCH))
+            layers += statistic if last else []
+            layers.append(nn.Conv2d(width_in + (extra if last else 0), width_out, 4, 2, 1, bias=norm is not Normalization.BATCH))
             if norm in (Normalization.BATCH, Normalization.LAYER, Normalization.INSTANCE):
                 layers.append(feature_normalization(norm, width_out))
             layers.append(nn.LeakyReLU(0.2, inplace=True))

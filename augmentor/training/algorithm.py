@@ -14,6 +14,12 @@ a batch holds this rank's rows of the global batch, losses whose parameter gradi
 through the DDP wrappers (``generator_replica``, ``discriminator_replica``), and every random draw is
 made for the global batch with this rank keeping its rows. In one process the replicas are the networks
 themselves and every draw is exactly what it was.
+
+What the discriminator sees (issue #13's switches; every default is the original behaviour): real masks
+as -1 / +1, or ``±(1 - mask_smoothing)`` (see :meth:`AdversarialAlgorithm.real_pairs`); with
+``real_dihedral`` each real sample in one of the 8 orientations of a square
+(:mod:`augmentor.training.dihedral`); a generator whose mask channel is a logit
+(``mask_output="logits"``) has it shown as ``2 sigmoid(logit) - 1`` (:meth:`AdversarialAlgorithm.discriminator_view`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from torch import nn
 from augmentor.data.schema import SampleKey
 from augmentor.training.device import Precision
 from augmentor.training.diffaugment import DiffAugment
+from augmentor.training.dihedral import NUM_SYMMETRIES, dihedral
 from augmentor.training.distributed import SINGLE_PROCESS, Distributed, data_parallel, use_global_batch_norm
 
 Batch = Mapping[str, torch.Tensor]
@@ -72,6 +79,8 @@ class AdversarialAlgorithm(ABC):
         precision: the mixed-precision policy.
         seed: seed of the algorithm's random generator.
         device: where the networks and batches live.
+        mask_smoothing: ε in [0, 1): real masks are shown as ±(1 - ε) instead of ±1 (0: off).
+        real_dihedral: show each real sample in a random one of the 8 flips / 90° rotations.
     """
 
     real_batches_per_step = 1
@@ -88,8 +97,16 @@ class AdversarialAlgorithm(ABC):
         precision: Precision,
         seed: int,
         device: torch.device,
+        mask_smoothing: float = 0.0,
+        real_dihedral: bool = False,
     ) -> None:
+        if not 0.0 <= mask_smoothing < 1.0:
+            raise ValueError(f"mask_smoothing must be in [0, 1), got {mask_smoothing}")
         self.device = device
+        self.mask_smoothing = mask_smoothing
+        self.real_dihedral = real_dihedral
+        self.image_channels = int(getattr(generator, "image_channels", 1))
+        self.mask_logits = str(getattr(generator, "mask_output", "tanh")) == "logits"
         # channels_last on GPUs: the layout cuDNN's convolution kernels (and tensor cores) run fastest on.
         self.generator = generator.to(device).train()
         self.discriminator = discriminator.to(device).train()
@@ -132,6 +149,30 @@ class AdversarialAlgorithm(ABC):
         """U[0, 1) values of shape (count, *shape) for ``count`` local samples, drawn per global sample."""
         total = count * self.world.world_size
         return self.world.rows(torch.rand(total, *shape, device=self.device, generator=self.random))
+
+    def real_pairs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The real batch as the discriminator sees it, before DiffAugment: (B, C + 1, H, W) pairs and (B,) labels.
+
+        Masks are -1 / +1, scaled to ±(1 - ε) with ``mask_smoothing`` ε > 0: a tanh or sigmoid never reaches
+        ±1, so exact ±1 masks are a cue that tells real from fake and pushes the generator into saturation
+        (issue #13). This is label smoothing (Szegedy et al. 2016) of the mask, a label, on the input side.
+        With ``real_dihedral`` each sample gets a symmetry drawn per global sample.
+        """
+        pairs, labels = image_mask_pairs(batch)
+        if self.mask_smoothing:
+            pairs = torch.cat([pairs[:, : self.image_channels], pairs[:, self.image_channels :] * (1.0 - self.mask_smoothing)], dim=1)
+        if self.real_dihedral:
+            index = (self.draw_uniform(pairs.shape[0]) * NUM_SYMMETRIES).long().clamp_(max=NUM_SYMMETRIES - 1)
+            pairs = dihedral(pairs, index)
+        return pairs, labels
+
+    def discriminator_view(self, generated: torch.Tensor) -> torch.Tensor:
+        """The generator's output as the discriminator sees it: unchanged, or with mask logits l shown as
+        ``2 sigmoid(l) - 1`` (on the real masks' [-1, 1] scale) for a ``mask_output="logits"`` generator."""
+        if not self.mask_logits:
+            return generated
+        image, logits = generated[:, : self.image_channels], generated[:, self.image_channels :]
+        return torch.cat([image, 2.0 * torch.sigmoid(logits) - 1.0], dim=1)
 
     def augmented(self, pairs: torch.Tensor) -> torch.Tensor:
         if not self.world.is_distributed:

@@ -9,6 +9,10 @@ learns the un-augmented distribution. Each sample gets its own random parameters
 Inputs are (image, mask) pairs: (B, image_channels + 1, H, W) in [-1, 1]. The geometric operations
 (translation, cutout) move the image and mask channels together; the intensity operation (colour:
 brightness and contrast) changes only the image channels, since a mask is a label, not an intensity.
+Pixels that translation uncovers and cutout erases become 0 in every channel (as published, and what the
+shipped models were trained with); with ``mask_background_fill=True`` the mask channels get -1 instead,
+background, since 0 is halfway between background (-1) and lesion (+1), a value no real mask has
+(issue #13).
 
 As elsewhere (TorchIO's habit), :meth:`DiffAugment.sample` draws the parameters from an explicit
 ``torch.Generator`` and hands them to :func:`augment`, a pure function of the batch and the parameters.
@@ -27,8 +31,8 @@ from augmentor.errors import did_you_mean
 
 class Augmentation(StrEnum):
     COLOR = "color"  # brightness + contrast of the image channels
-    TRANSLATION = "translation"  # shift by up to 1/8 of the size, zero-padded
-    CUTOUT = "cutout"  # zero a square of half the size
+    TRANSLATION = "translation"  # shift by up to 1/8 of the size, padded with the fill (0, or -1 for masks)
+    CUTOUT = "cutout"  # fill a square of half the size (0, or -1 for masks)
 
 
 DEFAULT_POLICY = (Augmentation.COLOR, Augmentation.TRANSLATION, Augmentation.CUTOUT)
@@ -66,34 +70,50 @@ def adjust_brightness_contrast(
     return torch.cat([image, mask], dim=1)
 
 
-def translate(pairs: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Shift each sample by ``shift[b] = (rows, columns)`` pixels; uncovered pixels become 0."""
+def _filled(pairs: torch.Tensor, keep: torch.Tensor, fill: Sequence[float] | None) -> torch.Tensor:
+    """``pairs`` where ``keep`` (B, H, W) holds, elsewhere 0 (``fill`` None) or ``fill[c]`` in channel c."""
+    if fill is None:
+        return pairs * keep.unsqueeze(1).to(pairs.dtype)
+    values = torch.tensor(fill, dtype=pairs.dtype, device=pairs.device).view(1, -1, 1, 1)
+    return torch.where(keep.unsqueeze(1), pairs, values)
+
+
+def translate(pairs: torch.Tensor, shift: torch.Tensor, fill: Sequence[float] | None = None) -> torch.Tensor:
+    """Shift each sample by ``shift[b] = (rows, columns)`` pixels; uncovered pixels become 0 (or ``fill[c]``)."""
     batch, channels, height, width = pairs.shape
     rows = torch.arange(height, device=pairs.device).view(1, -1, 1) - shift[:, 0].view(-1, 1, 1)
     columns = torch.arange(width, device=pairs.device).view(1, 1, -1) - shift[:, 1].view(-1, 1, 1)
     inside = (rows >= 0) & (rows < height) & (columns >= 0) & (columns < width)  # (B, H, W)
     source = (rows.clamp(0, height - 1) * width + columns.clamp(0, width - 1)).view(batch, 1, height * width)
     moved = pairs.flatten(2).gather(2, source.expand(batch, channels, height * width))
-    return moved.view(batch, channels, height, width) * inside.unsqueeze(1).to(pairs.dtype)
+    return _filled(moved.view(batch, channels, height, width), inside, fill)
 
 
-def cutout(pairs: torch.Tensor, corner: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Zero a ``size`` box with top-left ``corner[b]`` in every channel of each sample."""
+def cutout(pairs: torch.Tensor, corner: torch.Tensor, size: tuple[int, int], fill: Sequence[float] | None = None) -> torch.Tensor:
+    """Zero (or set to ``fill[c]``) a ``size`` box with top-left ``corner[b]`` in every channel of each sample."""
     _, _, height, width = pairs.shape
     rows = torch.arange(height, device=pairs.device).view(1, -1, 1) - corner[:, 0].view(-1, 1, 1)
     columns = torch.arange(width, device=pairs.device).view(1, 1, -1) - corner[:, 1].view(-1, 1, 1)
     inside = (rows >= 0) & (rows < size[0]) & (columns >= 0) & (columns < size[1])
-    return pairs * (~inside).unsqueeze(1).to(pairs.dtype)
+    return _filled(pairs, ~inside, fill)
 
 
-def augment(pairs: torch.Tensor, image_channels: int, parameters: AugmentParameters) -> torch.Tensor:
-    """Apply drawn parameters: colour, then translation, then cutout (the paper's order)."""
+def augment(
+    pairs: torch.Tensor, image_channels: int, parameters: AugmentParameters, mask_background_fill: bool = False
+) -> torch.Tensor:
+    """Apply drawn parameters: colour, then translation, then cutout (the paper's order).
+
+    ``mask_background_fill``: uncovered and cut-out pixels of the mask channels become -1 (background), not 0.
+    """
+    fill = None
+    if mask_background_fill:
+        fill = [0.0] * image_channels + [-1.0] * (pairs.shape[1] - image_channels)
     if parameters.brightness is not None and parameters.contrast is not None:
         pairs = adjust_brightness_contrast(pairs, image_channels, parameters.brightness, parameters.contrast)
     if parameters.shift is not None:
-        pairs = translate(pairs, parameters.shift)
+        pairs = translate(pairs, parameters.shift, fill)
     if parameters.cutout_corner is not None:
-        pairs = cutout(pairs, parameters.cutout_corner, parameters.cutout_size)
+        pairs = cutout(pairs, parameters.cutout_corner, parameters.cutout_size, fill)
     return pairs
 
 
@@ -123,11 +143,14 @@ class DiffAugment:
     Args:
         policy: operations to apply (empty: identity).
         image_channels: leading channels that are image; the rest are mask channels.
+        mask_background_fill: fill what translation uncovers and cutout erases with -1 (background) in the
+            mask channels instead of 0.
     """
 
-    def __init__(self, policy: Sequence[str] = DEFAULT_POLICY, image_channels: int = 1) -> None:
+    def __init__(self, policy: Sequence[str] = DEFAULT_POLICY, image_channels: int = 1, mask_background_fill: bool = False) -> None:
         self.policy = parse_policy(policy)
         self.image_channels = image_channels
+        self.mask_background_fill = mask_background_fill
 
     def __bool__(self) -> bool:
         return bool(self.policy)
@@ -167,6 +190,5 @@ class DiffAugment:
         """
         if not self.policy:
             return pairs
-        if rows is None:
-            return augment(pairs, self.image_channels, self.sample(pairs, generator))
-        return augment(pairs, self.image_channels, self.sample(pairs, generator, global_batch).rows(rows))
+        parameters = self.sample(pairs, generator) if rows is None else self.sample(pairs, generator, global_batch).rows(rows)
+        return augment(pairs, self.image_channels, parameters, self.mask_background_fill)

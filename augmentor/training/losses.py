@@ -13,6 +13,10 @@ scalar tensors (means over the batch).
 - wasserstein (Arjovsky et al. 2017): the critic minimises ``D(G(z)) - D(x)``; G minimises ``-D(G(z))``.
 - gradient penalty (Gulrajani et al. 2017, eq. 3): ``E[(||grad_x̂ D(x̂)||_2 - 1)^2]`` with
   ``x̂ = ε x + (1 - ε) G(z)``, ε ~ U[0, 1] per sample.
+- R1 penalty (Mescheder et al. 2018, eq. 9): ``E_x[||grad_x D(x)||_2^2]`` on real samples; the caller
+  weighs it by γ/2. It shares the input-gradient code (:func:`input_gradients`) with the gradient penalty.
+- LeCam regulariser (Tseng et al. 2021, eq. 3): ``E_x[(D(x) - α_F)^2] + E_z[(D(G(z)) - α_R)^2]`` with α_R,
+  α_F exponential moving averages of D's real and fake logits (the anchors, kept by the algorithm).
 """
 
 from __future__ import annotations
@@ -85,14 +89,60 @@ def gradient_penalty(
     Returns:
         The scalar penalty (not yet multiplied by λ); differentiable w.r.t. the critic's parameters.
     """
-    mixed = interpolate(real.detach(), fake.detach(), epsilon).requires_grad_(True)
-    scores = critic(mixed)
+    gradients = input_gradients(critic, interpolate(real.detach(), fake.detach(), epsilon), scaler)
+    # The epsilon inside the root keeps the penalty's own gradient finite where the gradient is zero.
+    norms = torch.sqrt(gradients.flatten(1).square().sum(dim=1) + 1e-12)
+    return (norms - 1.0).square().mean()
+
+
+def input_gradients(
+    critic: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, scaler: torch.amp.GradScaler | None = None
+) -> torch.Tensor:
+    """``grad_x sum_b critic(x)_b`` at ``x = inputs`` (detached), float32, differentiable w.r.t. the critic's parameters.
+
+    Row b is the gradient of the summed scores w.r.t. sample b: ``grad D(x_b)`` when each score depends on its own
+    sample only (no batch normalisation; a minibatch-std layer adds the other samples' share, as in StyleGAN). Under
+    float16 autocast the gradient is taken of the scores times the scaler's factor, so that small gradients do
+    not underflow in half precision, and divided by it afterwards (PyTorch's AMP examples, "gradient penalty");
+    the factor stays on the device (no host sync).
+    """
+    points = inputs.detach().requires_grad_(True)
+    scores = critic(points)
     if scaler is not None and scaler.is_enabled():
         factor = scaler.scale(torch.ones((), device=scores.device))
-        (gradients,) = torch.autograd.grad(scores.float().sum() * factor, mixed, create_graph=True)
-        gradients = gradients.float() / factor
-    else:
-        (gradients,) = torch.autograd.grad(scores.float().sum(), mixed, create_graph=True)
-    # The epsilon inside the root keeps the penalty's own gradient finite where the gradient is zero.
-    norms = torch.sqrt(gradients.float().flatten(1).square().sum(dim=1) + 1e-12)
-    return (norms - 1.0).square().mean()
+        (gradients,) = torch.autograd.grad(scores.float().sum() * factor, points, create_graph=True)
+        return gradients.float() / factor
+    (gradients,) = torch.autograd.grad(scores.float().sum(), points, create_graph=True)
+    return gradients.float()
+
+
+def r1_penalty(
+    discriminator: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, scaler: torch.amp.GradScaler | None = None
+) -> torch.Tensor:
+    """Mescheder et al.'s R1 penalty ``E_x[||grad_x D(x)||^2]`` on real samples (not yet multiplied by γ/2).
+
+    Args:
+        discriminator: maps a batch of inputs to (B,) logits (e.g. ``partial(discriminator, labels=labels)``).
+        real: (B, C, H, W) real samples, as the discriminator sees them.
+        scaler: the discriminator's loss scaler (float16: see :func:`input_gradients`).
+
+    Returns:
+        The scalar penalty; differentiable w.r.t. the discriminator's parameters.
+    """
+    return input_gradients(discriminator, real, scaler).flatten(1).square().sum(dim=1).mean()
+
+
+def lecam_penalty(
+    real_logits: torch.Tensor, fake_logits: torch.Tensor, real_anchor: torch.Tensor, fake_anchor: torch.Tensor
+) -> torch.Tensor:
+    """Tseng et al.'s LeCam regulariser ``E[(D(x) - α_F)^2] + E[(D(G(z)) - α_R)^2]`` (not yet weighted).
+
+    Args:
+        real_logits, fake_logits: (B,) logits of a real and a fake batch.
+        real_anchor, fake_anchor: scalar moving averages of the real and fake logits (no gradient flows to them).
+
+    Returns:
+        The scalar penalty. (The paper's eq. 3; its code clips each term one-sidedly with a ReLU, not done here.)
+    """
+    real, fake = real_logits.float(), fake_logits.float()
+    return (real - fake_anchor.detach()).square().mean() + (fake - real_anchor.detach()).square().mean()

@@ -24,6 +24,27 @@ A recipe file::
     reference = "test.h5"         # real lesions of other patients (the tuning cohort); not the training file
     every = 1000                  # steps; 0 (the default) turns the monitor off
 
+Switches of the mode-collapse study (issue #13); each default is the original behaviour, and each can
+be set from the command line (``augment train RECIPE --set model.upsample=resize --set train.r1_gamma=1``):
+
+- ``model.minibatch_std`` (false): a minibatch standard-deviation channel (Karras et al. 2018) before the
+  discriminator's last strided convolution; groups of 4 samples (the largest divisor of the batch not
+  above 4), formed within each data-parallel rank's rows (statistics are per rank).
+- ``model.mask_output`` ("tanh" | "logits"): the generator's mask channel through tanh, or as a logit
+  that the discriminator sees as ``2 sigmoid(logit) - 1``; either way the mask is ``value > 0``.
+- ``model.upsample`` ("transposed" | "resize"): transposed convolutions, or nearest x2 + 3x3 convolution
+  (Odena et al. 2016).
+- ``model.embedding_init`` ("dcgan" | "unit"): the generator's class embedding from N(0, 0.02) or N(0, 1).
+- ``train.r1_gamma`` (0) and ``train.r1_every`` (1): R1 penalty ``γ/2 E||grad_x D(x)||^2`` on the reals
+  (Mescheder et al. 2018), lazily every k updates times k (StyleGAN2); cgan only, and not with a
+  batch-normalised discriminator (use discriminator_normalization = "none", "spectral", "layer" or "instance").
+- ``train.lecam_weight`` (0): LeCam regulariser (Tseng et al. 2021) with anchors decaying at 0.99; cgan only.
+- ``train.mask_smoothing`` (0): ε in [0, 1): real masks shown to the discriminator as ±(1 - ε) instead of
+  ±1 (label smoothing of the mask, Szegedy et al. 2016), so exact ±1 is no cue a tanh or sigmoid cannot match.
+- ``train.mask_background_fill`` (false): DiffAugment's translation and cutout fill the mask channel with
+  -1 (background) instead of 0.
+- ``train.real_dihedral`` (false): each real sample in a random one of the 8 flips / 90° rotations.
+
 Values left out take the defaults below; those marked "algorithm default" are filled in from the
 algorithm (cgan: non-saturating loss, Adam 2e-4, betas (0.5, 0.999), as in DCGAN; wgan-gp: Wasserstein
 loss, n_critic 5, λ_gp 10, Adam 1e-4, betas (0, 0.9), as in Gulrajani et al. 2017), so the resolved
@@ -45,6 +66,10 @@ AlgorithmName = Literal["cgan", "wgan-gp"]
 LossName = Literal["non-saturating", "hinge", "wasserstein"]
 AugmentationName = Literal["color", "translation", "cutout"]
 MixedPrecisionName = Literal["auto", "bf16", "fp16", "off"]
+# The generator's options (augmentor.models.dcgan: Upsample, MaskOutput, EmbeddingInit); a test keeps them in step.
+UpsampleName = Literal["transposed", "resize"]
+MaskOutputName = Literal["tanh", "logits"]
+EmbeddingInitName = Literal["dcgan", "unit"]
 
 _ALGORITHM_DEFAULTS = {
     "cgan": {"loss": "non-saturating", "generator_lr": 2e-4, "discriminator_lr": 2e-4, "betas": (0.5, 0.999), "n_critic": 1},
@@ -68,6 +93,10 @@ class ModelSection:
     embedding_dim: int = 32
     base_channels: int = 32
     discriminator_channels: int | None = None  # default: base_channels
+    minibatch_std: bool = False  # minibatch standard-deviation channel in the discriminator
+    mask_output: MaskOutputName = "tanh"  # the generator's mask channel: tanh or logits
+    upsample: UpsampleName = "transposed"  # the generator's x2 steps: transposed conv or resize + conv
+    embedding_init: EmbeddingInitName = "dcgan"  # the generator's class embedding: N(0, 0.02) or N(0, 1)
 
     def __post_init__(self) -> None:
         if self.image_size < 8 or self.image_size & (self.image_size - 1):
@@ -103,6 +132,12 @@ class TrainSection:
     seed: int = 0
     mixed_precision: MixedPrecisionName = "auto"
     compile: bool = False  # torch.compile the networks (GPU runs; the WGAN-GP critic is never compiled)
+    r1_gamma: float = 0.0  # R1 penalty γ (0: off)
+    r1_every: int = 1  # lazy R1: every k-th discriminator update, times k
+    lecam_weight: float = 0.0  # LeCam regulariser weight (0: off)
+    mask_smoothing: float = 0.0  # real masks as ±(1 - ε)
+    mask_background_fill: bool = False  # DiffAugment fills the mask channel with -1, not 0
+    real_dihedral: bool = False  # random flip / 90° rotation of each real sample
 
     def __post_init__(self) -> None:
         defaults = _ALGORITHM_DEFAULTS[self.algorithm]
@@ -135,6 +170,15 @@ class TrainSection:
             raise ValueError(f"diffaugment lists an operation twice: {list(self.diffaugment)}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
+        for name in ("r1_gamma", "lecam_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: off), got {getattr(self, name)}")
+            if getattr(self, name) > 0 and self.algorithm != "cgan":
+                raise ValueError(f"{name} applies to algorithm 'cgan' only (wgan-gp has its own gradient penalty, lambda_gp)")
+        if self.r1_every < 1:
+            raise ValueError(f"r1_every must be >= 1, got {self.r1_every}")
+        if not 0.0 <= self.mask_smoothing < 1.0:
+            raise ValueError(f"mask_smoothing must be in [0, 1) (real masks become ±(1 - mask_smoothing)), got {self.mask_smoothing}")
 
 
 @dataclass(frozen=True)
@@ -203,3 +247,8 @@ class GanRecipe:
                 raise ValueError(f"algorithm 'wgan-gp' needs model.discriminator = 'wgan-critic', not {self.model.discriminator!r}")
             if self.model.discriminator_normalization == "batch":
                 raise ValueError("a WGAN-GP critic cannot use batch normalization (the gradient penalty is per sample)")
+        if self.train.r1_gamma > 0 and self.model.discriminator_normalization == "batch":
+            raise ValueError(
+                "train.r1_gamma needs a discriminator without batch normalization (the R1 gradient is per sample): "
+                "set model.discriminator_normalization to 'none', 'spectral', 'layer' or 'instance'"
+            )

@@ -57,6 +57,11 @@ SAMPLES = "samples"
 # The [monitor]'s files (evaluation.monitor: MONITOR_LOG, FEATURE_CACHE), removed with a replaced run's outputs.
 MONITOR_FILES = ("monitor.jsonl", "monitor-features.safetensors")
 STANDING_STATISTICS_BATCHES = 16
+# The card's description of the mask channel, by model.mask_output (augment generate thresholds both at 0).
+MASK_OUTPUTS = {
+    "tanh": "tanh output in [-1, 1]; lesion where value > 0",
+    "logits": "logit (unbounded; lesion probability sigmoid(value)); lesion where value > 0",
+}
 # Train-section keys that do not change what is computed, so a resumed run may change them.
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "sample_every", "log_every", "keep_checkpoints", "compile")
 
@@ -124,12 +129,14 @@ def _check_resumable(saved: dict[str, Any], current: dict[str, Any], checkpoint:
         if section == "monitor" and before is None:
             before = to_dict(MonitorSection())  # a checkpoint from before the [monitor] section: the monitor was off
         if isinstance(before, dict) and isinstance(after, dict):
+            # A key the checkpoint's recipe lacks was added later with a default that reproduces the old behaviour.
+            added = to_dict(GanRecipe()).get(section, {})
             for key in sorted(set(before) | set(after)):
                 if section == "train" and key in RESUMABLE_CHANGES:
                     continue
-                if before.get(key) != after.get(key):
+                if before.get(key, added.get(key)) != after.get(key):
                     raise AugmentorError(
-                        f"cannot resume from {checkpoint}: {section}.{key} was {before.get(key)!r}, the recipe now says "
+                        f"cannot resume from {checkpoint}: {section}.{key} was {before.get(key, added.get(key))!r}, the recipe now says "
                         f"{after.get(key)!r} (only train.{', train.'.join(RESUMABLE_CHANGES)} may change)"
                     )
         elif before != after and section not in ("name", "description"):
@@ -145,25 +152,31 @@ def build_algorithm(recipe: GanRecipe, data: TrainingSet, device: torch.device, 
         generator = build_network(
             model.generator, num_classes=len(data.class_names), latent_dim=model.latent_dim, image_size=model.image_size,
             base_channels=model.base_channels, embedding_dim=model.embedding_dim, image_channels=image_channels,
+            upsample=model.upsample, mask_output=model.mask_output, embedding_init=model.embedding_init,
         )
         discriminator = build_network(
             model.discriminator or "", num_classes=len(data.class_names), image_size=model.image_size,
             base_channels=model.discriminator_channels, in_channels=image_channels + 1,
-            normalization=model.discriminator_normalization,
+            normalization=model.discriminator_normalization, minibatch_std=model.minibatch_std,
         )
     assert settings.generator_lr is not None and settings.discriminator_lr is not None and settings.betas is not None
     common: dict[str, Any] = {
         "generator_lr": settings.generator_lr,
         "discriminator_lr": settings.discriminator_lr,
         "betas": settings.betas,
-        "augment": DiffAugment(settings.diffaugment, image_channels=image_channels),
+        "augment": DiffAugment(settings.diffaugment, image_channels=image_channels, mask_background_fill=settings.mask_background_fill),
         "precision": precision,
         "seed": derive_seed(settings.seed, "algorithm"),
         "device": device,
+        "mask_smoothing": settings.mask_smoothing,
+        "real_dihedral": settings.real_dihedral,
     }
     if settings.algorithm == "wgan-gp":
         return WassersteinGP(generator, discriminator, n_critic=settings.n_critic or 5, lambda_gp=settings.lambda_gp, **common)
-    return ConditionalGAN(generator, discriminator, loss=settings.loss or "non-saturating", **common)
+    return ConditionalGAN(
+        generator, discriminator, loss=settings.loss or "non-saturating", r1_gamma=settings.r1_gamma, r1_every=settings.r1_every,
+        lecam_weight=settings.lecam_weight, **common,
+    )
 
 
 def train(
@@ -241,9 +254,9 @@ def _train(
     ema = ExponentialMovingAverage(algorithm.generator, settings.ema_decay)
     if settings.compile:
         # torch.compile in place (state-dict keys unchanged), after the EMA's copy (which stays eager). Not the
-        # WGAN-GP critic: compiled graphs do not support the double backward of the gradient penalty.
+        # WGAN-GP critic nor an R1-regularised discriminator: compiled graphs do not support their double backward.
         algorithm.generator.compile()
-        if settings.algorithm != "wgan-gp":
+        if settings.algorithm != "wgan-gp" and not settings.r1_gamma:
             algorithm.discriminator.compile()
     algorithm.distribute(world)  # after the EMA's copy: the copy keeps plain BatchNorm
     image_channels = training_set.image_shape[0]
@@ -288,7 +301,7 @@ def _train(
         "outputs": {
             "channels": ["image"] * image_channels + ["mask"],
             "image": "tanh output in [-1, 1]; HU = augmentor.data.intensity.denormalise(value, hu_window)",
-            "mask": "tanh output in [-1, 1]; lesion where value > 0",
+            "mask": MASK_OUTPUTS[recipe.model.mask_output],
         },
         "recipe": resolved,
         "training_data": {

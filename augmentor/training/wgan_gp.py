@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from augmentor.training.algorithm import AdversarialAlgorithm, Batch, image_mask_pairs
+from augmentor.training.algorithm import AdversarialAlgorithm, Batch
 from augmentor.training.losses import AdversarialLoss, discriminator_loss, generator_loss, gradient_penalty
 
 
@@ -46,7 +46,7 @@ class WassersteinGP(AdversarialAlgorithm):
         self.real_batches_per_step = n_critic
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        real_all, labels_all = image_mask_pairs(batch)
+        real_all, labels_all = self.real_pairs(batch)
         critic = self.discriminator
         loss_sum = penalty_sum = distance_sum = torch.zeros((), device=self.device)
         for real, labels in zip(real_all.tensor_split(self.n_critic), labels_all.tensor_split(self.n_critic), strict=True):
@@ -54,7 +54,7 @@ class WassersteinGP(AdversarialAlgorithm):
             epsilon = self.draw_uniform(real.shape[0], 1, 1, 1)
             with self.precision.autocast():
                 with torch.no_grad():
-                    fake = self.generator(latents, labels)
+                    fake = self.discriminator_view(self.generator(latents, labels))
                 real_seen, fake_seen = self.augmented(real), self.augmented(fake)
                 real_scores = self.discriminator_replica(real_seen, labels)
                 fake_scores = self.discriminator_replica(fake_seen, labels)
@@ -68,7 +68,7 @@ class WassersteinGP(AdversarialAlgorithm):
         critic.requires_grad_(False)
         latents = self.draw_latents(real.shape[0])
         with self.precision.autocast():
-            fake = self.generator_replica(latents, labels)
+            fake = self.discriminator_view(self.generator_replica(latents, labels))
             loss_g = generator_loss(critic(self.augmented(fake), labels), AdversarialLoss.WASSERSTEIN)
         self.optimise(loss_g, self.generator_optimizer, self.generator_scaler)
         critic.requires_grad_(True)

@@ -1,0 +1,166 @@
+"""The network switches of the mode-collapse study (issue #13): each does what it says, and the defaults are
+the original networks (the shipped models, whose cards predate the switches, still make the same bytes)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from augmentor.data.reader import H5File
+from augmentor.errors import AugmentorError
+from augmentor.generate import SampleStream, generate, latent_block
+from augmentor.models.card import load_generator, save_model
+from augmentor.models.dcgan import (
+    ConditionalDCGANGenerator,
+    EmbeddingInit,
+    MaskOutput,
+    MinibatchStandardDeviation,
+    ProjectionDiscriminator,
+    Upsample,
+)
+from augmentor.models.registry import build_network, network_spec
+from augmentor.training import recipe as gan_recipe
+from augmentor.zoo import resolve_model
+
+# SHA-256 of the int16 images and uint8 masks of block 0 (256 samples) of every class, seed 0, made by the
+# shipped models before the switches existed (torch 2.x on the CPU; the same with 1 and 2 threads).
+SHIPPED_DIGESTS = {
+    "frid-adar-liver": "a3e426f695805690b400111d241ae4bb7423d7fddd8c4336902df395cd34524b",
+    "onishi-lung-dcgan": "40121d2db4aab0fe74103a5d1ecd8d9200b2599dae7b7c3b7825851cadb99371",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_DIGESTS))
+def test_shipped_cards_without_the_switches_rebuild_the_original_network_and_bytes(name: str) -> None:
+    network, card = load_generator(resolve_model(name).path)
+    config = card["architecture"]["config"]
+    assert not {"upsample", "mask_output", "embedding_init"} & set(config)  # an old card: the defaults apply
+    assert network.config["upsample"] == "transposed" and network.config["mask_output"] == "tanh"
+    assert isinstance(network.main[-1], nn.Tanh) and isinstance(network.main[0], nn.ConvTranspose2d)
+    stream = SampleStream(network, card, torch.device("cpu"), seed=0)
+    digest = hashlib.sha256()
+    for label in range(len(card["class_names"])):
+        images, masks = stream.group(label, 0)
+        digest.update(images.tobytes())
+        digest.update(masks.tobytes())
+    assert digest.hexdigest() == SHIPPED_DIGESTS[name]
+
+
+def test_minibatch_std_channel_is_the_group_standard_deviation() -> None:
+    features = torch.randn(4, 3, 5, 5)
+    out = MinibatchStandardDeviation()(features)
+    assert out.shape == (4, 4, 5, 5) and torch.equal(out[:, :3], features)
+    expected = features.std(dim=0, unbiased=False).mean()  # one group of 4: the whole batch
+    torch.testing.assert_close(out[:, 3], expected.expand(4, 5, 5), rtol=1e-5, atol=1e-6)
+
+    # Batch 8: two groups of 4, sample i in group i mod 2 (StyleGAN's strided grouping).
+    features = torch.randn(8, 2, 3, 3)
+    out = MinibatchStandardDeviation()(features)
+    for group in range(2):
+        expected = features[group::2].std(dim=0, unbiased=False).mean()
+        torch.testing.assert_close(out[group::2, 2], expected.expand(4, 3, 3), rtol=1e-5, atol=1e-6)
+    # A batch of identical samples has (almost) no spread; batch 6 groups by 3, batch 1 by 1.
+    assert MinibatchStandardDeviation()(torch.ones(6, 2, 3, 3))[:, 2].max() < 1e-3
+    assert MinibatchStandardDeviation()(torch.randn(1, 2, 3, 3)).shape == (1, 3, 3, 3)
+
+
+@pytest.mark.parametrize("size", [8, 16, 32])
+def test_minibatch_std_sits_before_the_last_strided_convolution(size: int) -> None:
+    plain = ProjectionDiscriminator(2, size, 4, normalization="none")
+    with_std = ProjectionDiscriminator(2, size, 4, normalization="none", minibatch_std=True)
+    layers = list(with_std.features)
+    position = next(i for i, layer in enumerate(layers) if isinstance(layer, MinibatchStandardDeviation))
+    convolutions = [layer for layer in layers if isinstance(layer, nn.Conv2d)]
+    assert layers[position + 1] is convolutions[-1]
+    assert convolutions[-1].in_channels == [m for m in plain.features if isinstance(m, nn.Conv2d)][-1].in_channels + 1
+    assert with_std(torch.randn(6, 2, size, size), torch.tensor([0, 1] * 3)).shape == (6,)
+    assert with_std.config["minibatch_std"] is True and plain.config["minibatch_std"] is False
+
+
+def test_resize_upsampling_has_no_transposed_convolution() -> None:
+    resize = ConditionalDCGANGenerator(3, latent_dim=8, image_size=32, base_channels=4, embedding_dim=4, upsample="resize")
+    transposed = ConditionalDCGANGenerator(3, latent_dim=8, image_size=32, base_channels=4, embedding_dim=4)
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in resize.modules())
+    assert sum(isinstance(m, nn.Upsample) for m in resize.modules()) == 3  # 4 -> 8 -> 16 -> 32
+    assert sum(isinstance(m, nn.ConvTranspose2d) for m in transposed.modules()) == 4
+    latents, labels = torch.randn(5, 8), torch.tensor([0, 1, 2, 0, 1])
+    assert resize(latents, labels).shape == transposed(latents, labels).shape == (5, 2, 32, 32)
+
+
+def test_unit_embedding_init_draws_the_class_embedding_from_a_standard_normal() -> None:
+    torch.manual_seed(0)
+    unit = ConditionalDCGANGenerator(10, latent_dim=8, image_size=8, base_channels=4, embedding_dim=64, embedding_init="unit")
+    dcgan = ConditionalDCGANGenerator(10, latent_dim=8, image_size=8, base_channels=4, embedding_dim=64)
+    assert 0.9 < unit.class_embedding.weight.std().item() < 1.1
+    assert 0.015 < dcgan.class_embedding.weight.std().item() < 0.025
+
+
+def _widened(network: nn.Module) -> nn.Module:
+    with torch.no_grad():  # DCGAN's N(0, 0.02) init gives near-constant output: widen it so outputs spread
+        for parameter in network.parameters():
+            parameter.normal_(0.0, 0.4)
+    return network.eval()
+
+
+def test_logit_mask_channel_is_unbounded_and_the_image_stays_in_range() -> None:
+    torch.manual_seed(0)
+    network = _widened(ConditionalDCGANGenerator(3, latent_dim=8, image_size=16, base_channels=4, embedding_dim=4, mask_output="logits"))
+    with torch.no_grad():
+        output = network(torch.randn(16, 8), torch.arange(16) % 3)
+    assert output[:, 0].abs().max() <= 1.0
+    assert output[:, 1].abs().max() > 1.0  # a logit, not a tanh
+
+
+def test_generate_thresholds_a_logit_mask_at_zero(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    network = _widened(ConditionalDCGANGenerator(3, latent_dim=8, image_size=16, base_channels=4, embedding_dim=4, mask_output="logits"))
+    folder = tmp_path / "logit-model"
+    save_model(folder, network, {"class_names": ["cyst", "metastasis", "hemangioma"], "hu_window": [-160.0, 240.0],
+                                 "algorithm": "cgan", "training_data": {"sha256": "ab" * 32, "patients_sha256": "cd" * 32, "path": "t.h5"}},
+               dtype=torch.float32)
+    loaded, card = load_generator(folder)
+    assert card["architecture"]["config"]["mask_output"] == "logits"
+    out = generate(["metastasis"], 6, tmp_path / "s.h5", model=folder, seed=3, progress=False)
+    _, masks, _ = H5File(out).read(list(range(6)))
+    stream = SampleStream(loaded, card, torch.device("cpu"), seed=3)
+    with torch.no_grad():
+        logits = loaded(torch.from_numpy(latent_block(3, 1, 0, 8)[:6]), torch.ones(6, dtype=torch.long))[:, 1]
+    assert np.array_equal(masks, (logits > 0).numpy().astype(np.uint8))
+    assert 0 < masks.mean() < 1  # both sides of 0 occur, so the threshold is what decided
+    assert np.array_equal(stream.group(1, 0)[1][:6], masks)
+
+
+@pytest.mark.parametrize(
+    ("family", "config"),
+    [
+        ("dcgan-generator", {"num_classes": 2, "latent_dim": 8, "image_size": 16, "base_channels": 4, "embedding_dim": 4,
+                             "upsample": "resize", "mask_output": "logits", "embedding_init": "unit"}),
+        ("projection-discriminator", {"num_classes": 2, "image_size": 16, "base_channels": 4, "normalization": "none", "minibatch_std": True}),
+    ],
+)
+def test_switched_networks_rebuild_from_their_recorded_config(family: str, config: dict) -> None:
+    torch.manual_seed(0)
+    network = build_network(family, **config)
+    spec = network_spec(network)
+    assert spec["config"].items() >= config.items()
+    rebuilt = build_network(spec["family"], **spec["config"])
+    rebuilt.load_state_dict(network.state_dict(), strict=True)
+
+
+@pytest.mark.parametrize(("key", "value", "valid"), [("upsample", "resize-conv", "resize"), ("mask_output", "logit", "logits"),
+                                                    ("embedding_init", "unti", "unit")])
+def test_bad_switch_values_are_one_line_with_the_valid_ones(key: str, value: str, valid: str) -> None:
+    with pytest.raises(AugmentorError, match=f"unknown {key} '{value}'.*{valid}") as error:
+        build_network("dcgan-generator", num_classes=2, latent_dim=8, image_size=8, **{key: value})
+    assert "\n" not in str(error.value)
+
+
+def test_recipe_names_match_the_network_options() -> None:
+    assert set(gan_recipe.UpsampleName.__args__) == {u.value for u in Upsample}  # type: ignore[attr-defined]
+    assert set(gan_recipe.MaskOutputName.__args__) == {m.value for m in MaskOutput}  # type: ignore[attr-defined]
+    assert set(gan_recipe.EmbeddingInitName.__args__) == {e.value for e in EmbeddingInit}  # type: ignore[attr-defined]
