@@ -1,7 +1,7 @@
 """``augment evaluate``: does synthetic data make a downstream model better? Retrain and measure.
 
 One file per idea: :mod:`~evaluation.recipe` (the ``evaluate`` recipe), :mod:`~evaluation.inputs` (real and
-synthetic inputs), :mod:`~evaluation.leakage` (refusals), :mod:`~evaluation.splits` (patient-level validation
+synthetic inputs), :mod:`~evaluation.phantoms` (phantoms and their CycleGAN translations), :mod:`~evaluation.leakage` (refusals), :mod:`~evaluation.splits` (patient-level validation
 split), :mod:`~evaluation.arms` (what each arm trains on), :mod:`~evaluation.batch_augmentation` (classic
 augmentation on whole batches), :mod:`~evaluation.models` (downstream networks), :mod:`~evaluation.training` (the loop with early
 stopping), :mod:`~evaluation.jobs` ((arm, seed) jobs, in process or in a pool), :mod:`~evaluation.metrics`,

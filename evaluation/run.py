@@ -2,7 +2,8 @@
 
 1. Check the inputs (files, classes, shapes, patient ids, leakage, enough synthetic samples) -- before
    anything is built, generated or trained, so bad inputs fail at once with one line and write nothing.
-2. Build or reuse the cohort and generate the synthetic pool when the recipe asks for them.
+2. Build or reuse the cohort and generate the synthetic pool when the recipe asks for them; build (or reuse)
+   the phantoms and their CycleGAN translations for the phantom -> CT segmentation arms.
 3. Carve the patient-level validation split from the train patients; plan every arm's stages.
 4. Train one network per (task, arm, seed), each tested once on the test set; and the fidelity feature CNN.
 5. Statistics (hierarchical bootstrap over seeds and test patients), fidelity and memorisation audits.

@@ -3,6 +3,9 @@ selects, and the cache keys of the jobs that existed before phantom pools (uncha
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -97,3 +100,40 @@ PINNED = {
     "classification classic+oracle x1": "1a3c5b65373f1963",
     "segmentation classic": "4b7342c9b8a0b8d3",
 }
+
+
+@pytest.fixture(scope="module")
+def abdomen(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny abdomen-ct cohort (32x32 slices, 2 per patient) as the evaluation builds it."""
+    from augmentor.simulate.abdomen import build_abdomen_ct
+
+    folder = tmp_path_factory.mktemp("abdomen-ct")
+    build_abdomen_ct(folder, train_size=4, test_size=2, size=32, scan_size=32, slices_per_patient=2, workers=1, progress=False)
+    return folder
+
+
+def test_an_abdomen_ct_cohort_is_reused_only_when_it_matches(abdomen: Path, tmp_path: Path) -> None:
+    from evaluation.inputs import cohort_paths
+
+    options = {"cohort": "abdomen-ct", "cohort_train_size": 4, "cohort_test_size": 2, "cohort_dir": str(abdomen)}
+    assert cohort_paths(DataSection(**options), tmp_path) == (abdomen, False)  # type: ignore[arg-type]
+    for change, message in (({"cohort_test_size": 3}, "sizes"), ({"cohort_seed": 1}, "seed 0 (recipe: 1)")):
+        with pytest.raises(AugmentorError, match=re.escape(message)):
+            cohort_paths(DataSection(**{**options, **change}), tmp_path)  # type: ignore[arg-type]
+
+
+def test_phantoms_are_built_at_the_real_size_reused_and_checked(abdomen: Path, tmp_path: Path) -> None:
+    from augmentor.data.reader import read_info
+    from evaluation.phantoms import build_phantom_pools
+    from evaluation.recipe import PhantomSection
+
+    real = read_info(abdomen / "train.h5")
+    options = PhantomSection(n_patients=1, slices_per_patient=2, seed=1, dir=str(tmp_path / "pools"))
+    first = build_phantom_pools(options, None, real, 2, tmp_path, progress=False)
+    assert first.record["built"] and read_info(first.phantom).image_shape == real.image_shape and not first.translated
+    again = build_phantom_pools(options, None, real, 2, tmp_path, progress=False)
+    assert again.phantom == first.phantom and not again.record["built"]
+    with pytest.raises(AugmentorError, match="holds 2 phantom slices, the arms need 3"):
+        build_phantom_pools(options, None, real, 3, tmp_path, progress=False)
+    with pytest.raises(AugmentorError, match="phantom slices are"):
+        build_phantom_pools(PhantomSection(file=str(first.phantom)), None, dataclasses.replace(real, image_shape=(1, 64, 64)), 2, tmp_path, progress=False)
