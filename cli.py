@@ -307,15 +307,30 @@ def inspect_command(
 @app.command("evaluate")
 def evaluate_command(
     recipe: Annotated[str, typer.Argument(help="An evaluate recipe: a .toml file or a shipped recipe's name (e.g. evaluate-liver).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder: report.html, report.json, predictions.npz.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Report folder: report.html, report.json, predictions.npz.")] = None,
     overrides: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe value: section.key=value (repeatable).")] = None,
     overwrite: Overwrite = False,
+    export_train: Annotated[
+        Path | None,
+        typer.Option("--export-train", help="Write the samples of the split's training patients (validation patients left out) to this .h5 "
+                     "and stop: the file to train a generator on, so that it never sees the patients that early-stop the arms. "
+                     "--out is not written."),
+    ] = None,
 ) -> None:
     """Retrain downstream classifiers/segmenters with and without synthetic data, and report the difference."""
     from augmentor.recipes import load_recipe
-    from evaluation.run import evaluate
 
     evaluate_recipe = load_recipe(recipe, overrides or [], expect="evaluate")
+    if export_train is not None:
+        from evaluation.export import export_training_split
+
+        written, samples, patients = export_training_split(evaluate_recipe, export_train, overwrite=overwrite, progress=True)
+        typer.echo(f"wrote {written}: {samples} samples of {patients} training patients (validation patients left out)")
+        return
+    if out is None:
+        raise AugmentorError("give --out FOLDER for the report (or --export-train FILE to write the split's training samples)")
+    from evaluation.run import evaluate
+
     folder = evaluate(evaluate_recipe, out, overwrite=overwrite, progress=True)
     typer.echo(f"wrote {folder / 'report.html'} and {folder / 'report.json'}")
 

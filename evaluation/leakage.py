@@ -233,7 +233,7 @@ def check_validation_unseen(checks: Sequence[SyntheticCheck], validation_patient
     if seen and not allow:
         raise LeakageError(
             f"the generator was trained on {len(seen)} of the {len(validation)} validation patients ({_example(seen)}), which early-stop "
-            "every arm; train it on the split's training patients, or set synthetic.allow_generator_saw_validation=true to accept it (the report says so)"
+            "every arm; train it on the split's training patients (augment evaluate RECIPE --export-train FILE writes them), or set synthetic.allow_generator_saw_validation=true to accept it (the report says so)"
         )
     if seen:
         return {"status": "seen (allowed)", "patients": len(seen), "detail": f"the generator was trained on {len(seen)} of {len(validation)} validation patients"}
