@@ -63,7 +63,7 @@ FEATURE_CACHE = "monitor-features.safetensors"
 # on a CPU): it only has to embed lesions by what separates the classes, not to win the downstream race.
 FEATURE_NETWORK = {"channels": (16, 32, 64), "kernel_size": 5, "dense_units": 128, "dropout": 0.5}
 FEATURE_TRAINING = {"batch_size": 32, "learning_rate": 1e-3, "eval_every": 20, "patience": 5, "lr_patience": 3}
-FEATURE_EPOCHS, FEATURE_MIN_STEPS, FEATURE_VALIDATION_FRACTION = 10.0, 150, 0.2
+FEATURE_EPOCHS, FEATURE_MIN_STEPS, FEATURE_VALIDATION_FRACTION = 5.0, 100, 0.2
 KID_SUBSETS, KID_SUBSET_SIZE, NEAREST_K = 50, 128, 5
 SELECTION_NOTE = {"kid": "lowest KID (mean over subsets) of all classes together against the reference; the earlier step on a tie"}
 
