@@ -44,7 +44,7 @@ from augmentor.training.distributed import (
     shutdown_distributed,
 )
 from augmentor.training.ema import ExponentialMovingAverage
-from augmentor.training.recipe import GanRecipe, MonitorSection, TrainSection
+from augmentor.training.recipe import GanRecipe, TrainSection
 from augmentor.training.samples import SampleGrid, with_standing_statistics
 from augmentor.training.trainer import CHECKPOINTS, METRICS_LOG, Trainer
 from augmentor.training.wgan_gp import WassersteinGP
@@ -126,8 +126,8 @@ def _check_resumable(saved: dict[str, Any], current: dict[str, Any], checkpoint:
     old, new = saved.get("recipe", {}), current["recipe"]
     for section in sorted(set(old) | set(new)):
         before, after = old.get(section), new.get(section)
-        if section == "monitor" and before is None:
-            before = to_dict(MonitorSection())  # a checkpoint from before the [monitor] section: the monitor was off
+        if before is None and isinstance(after, dict):
+            before = {}  # a section added later (e.g. [monitor]): each key compares with its default below
         if isinstance(before, dict) and isinstance(after, dict):
             # A key the checkpoint's recipe lacks was added later with a default that reproduces the old behaviour.
             added = to_dict(GanRecipe()).get(section, {})

@@ -176,3 +176,17 @@ def test_posthoc_scores_every_checkpoint(tiny_h5: Path, reference: Path, tmp_pat
     assert lines[0]["scores"]["all"]["near_copy_fraction"] is not None
     assert "best by KID: step" in capsys.readouterr().out
     assert main([str(out), "--reference", str(tiny_h5), "--data", str(tiny_h5)]) == 1  # the training file itself
+
+
+def test_a_checkpoint_from_before_the_monitor_section_resumes(tiny_h5: Path, tmp_path: Path) -> None:
+    recipe = load_recipe("tiny-cgan", ["train.steps=4", "train.checkpoint_every=4", "train.sample_every=0"])
+    out = train(recipe, tiny_h5, tmp_path / "run", progress=False)
+    marker = out / CHECKPOINTS / "step-00000004.json"
+    record = json.loads(marker.read_text())
+    del record["metadata"]["recipe"]["monitor"]  # as written before [monitor] existed
+    marker.write_text(json.dumps(record))
+    longer = load_recipe("tiny-cgan", ["train.steps=8", "train.checkpoint_every=4", "train.sample_every=0"])
+    train(longer, tiny_h5, out, resume=True, progress=False)
+    assert json.loads((out / MODEL_CARD).read_text())["steps"] == 8
+    with pytest.raises(AugmentorError, match=r"monitor\.every was 0"):
+        train(monitored(tiny_h5, "train.steps=12"), tiny_h5, out, resume=True, progress=False)
