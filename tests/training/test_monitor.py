@@ -190,3 +190,29 @@ def test_a_checkpoint_from_before_the_monitor_section_resumes(tiny_h5: Path, tmp
     assert json.loads((out / MODEL_CARD).read_text())["steps"] == 8
     with pytest.raises(AugmentorError, match=r"monitor\.every was 0"):
         train(monitored(tiny_h5, "train.steps=12"), tiny_h5, out, resume=True, progress=False)
+
+
+def _monitored_rank(rank: int, port: int, reference: Path, data: Path, out: Path) -> None:
+    import os
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    train(monitored(reference, "train.steps=8"), data, out, device="cpu", progress=False)
+
+
+def test_under_data_parallel_rank_zero_alone_scores(tiny_h5: Path, reference: Path, tmp_path: Path) -> None:
+    from tests.training.test_distributed import _free_port
+
+    context = torch.multiprocessing.get_context("fork")
+    port = _free_port()
+    processes = [context.Process(target=_monitored_rank, args=(rank, port, reference, tiny_h5, tmp_path / "run")) for rank in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=300)
+        if process.is_alive():
+            process.kill()
+    assert [process.exitcode for process in processes] == [0, 0]
+    assert [line["step"] for line in log(tmp_path / "run")] == [4, 8]  # one writer: no line twice
+    card = json.loads((tmp_path / "run" / MODEL_CARD).read_text())
+    assert card["processes"] == 2 and card["monitor"]["selected_step"] in (4, 8)
