@@ -107,15 +107,23 @@ def write_summary(report: Mapping[str, Any], path: Path) -> None:
     path.write_text(json.dumps(summarise(report), indent=1) + "\n")
 
 
+# Said above each table when a summary holds both tasks.
+TASK_CAPTIONS = {
+    "classification": "Classification (macro over the classes):",
+    "segmentation": "Segmentation (Dice; HD95 in mm, an empty prediction scored as the ROI diagonal):",
+}
+
+
 def markdown(summary: Mapping[str, Any]) -> str:
     """The README tables of one summary."""
     lines: list[str] = []
     seeds = summary.get("seeds") or []
-    for task in ("classification", "segmentation"):
-        section = summary.get(task)
-        if not section:
-            continue
+    tasks = [task for task in ("classification", "segmentation") if summary.get(task)]
+    for task in tasks:
+        section = summary[task]
         names = section["metrics"]
+        if len(tasks) > 1:
+            lines += [TASK_CAPTIONS[task], ""]
         deltas = section.get("delta_metrics", names[:2])
         efficiency = {entry["synthetic_arm"]: entry for entry in section.get("efficiency", {}).values()}
         header = ["arm", *names, *(f"Δ {name} vs classic" for name in deltas)]
