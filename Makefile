@@ -35,7 +35,7 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
-# Every benchmark, then one table (figure, target, pass/fail, spread); about 15 minutes on 2 cores. The
+# Every benchmark, then one table (figure, target, pass/fail, spread); 11 minutes on 2 idle cores. The
 # difficulty calibration runs as its --quick smoke run; BENCH_FULL=1 runs the full one (30 min to hours).
 bench: $(STAMP)
 	$(BIN)/python bench/all.py $(if $(BENCH_FULL),--full)
