@@ -8,7 +8,8 @@ the standing BatchNorm statistics the shipped model gets (:func:`augmentor.train
 - fidelity (:mod:`evaluation.fidelity`): KID and precision / recall / density / coverage of the
   generator's images against the reference lesions, in the features of a small Frid-Adar CNN trained once
   per run on the reference lesions (early-stopped on a patient-level fifth of them; seeded; cached in the
-  run directory as ``monitor-features.safetensors``, so a resumed run does not retrain it);
+  run directory as ``monitor-features.safetensors``, so a resumed run does not retrain it), each feature
+  standardised by the reference's mean and spread (raw, the cyst features' scale decided KID alone);
 - diversity (:mod:`evaluation.diversity`): nearest-neighbour distance and mask IoU, lesion area and the
   bright-vessel fraction, synthetic against real at equal n;
 - memorisation (:func:`evaluation.memorisation.audit`): the share of generated samples flagged as
@@ -198,13 +199,19 @@ class Scorer:
         self.extractor = feature_extractor(reference, window, len(self.class_names), derive_seed(seed, "monitor-features"), cache)
         chooser = np.random.default_rng(derive_seed(seed, "monitor-reference"))
         self.real: dict[str, LesionSet] = {}
-        self.real_features: dict[str, np.ndarray] = {}
+        raw: dict[str, np.ndarray] = {}
         for index, name in enumerate(self.class_names):
             rows = np.flatnonzero(reference.labels == index)
             if rows.size > samples_per_class:
                 rows = np.sort(chooser.choice(rows, samples_per_class, replace=False))
             self.real[name] = LesionSet(reference.hu[rows], reference.masks[rows])
-            self.real_features[name] = embed(self.extractor, self._normalised(reference.hu[rows]))
+            raw[name] = embed(self.extractor, self._normalised(reference.hu[rows]))
+        # Features standardised per dimension by the reference's mean and spread: the CNN's raw features differ
+        # in scale by class and dimension, and KID's cubic kernel would let the largest (here: cysts) decide alone.
+        pooled = np.concatenate(list(raw.values()))
+        self.feature_mean = pooled.mean(axis=0)
+        self.feature_scale = pooled.std(axis=0) + 1e-6
+        self.real_features = {name: self._standardised(features) for name, features in raw.items()}
         random = torch.Generator().manual_seed(derive_seed(seed, "monitor-latents"))
         self.latents = torch.randn(samples_per_class * len(self.class_names), latent_dim, generator=random)
         self.labels = torch.arange(len(self.class_names)).repeat_interleave(samples_per_class)
@@ -212,10 +219,13 @@ class Scorer:
     def _normalised(self, hu: np.ndarray) -> np.ndarray:
         return np.asarray(normalise(hu.astype(np.float32), self.window), dtype=np.float32)
 
+    def _standardised(self, features: np.ndarray) -> np.ndarray:
+        return np.asarray((features - self.feature_mean) / self.feature_scale, dtype=np.float32)
+
     def _embed(self, images: np.ndarray) -> np.ndarray:
         from evaluation.fidelity import embed
 
-        return embed(self.extractor, images)
+        return self._standardised(embed(self.extractor, images))
 
     @torch.no_grad()
     def generate(self, generator: nn.Module, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:

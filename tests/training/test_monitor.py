@@ -216,3 +216,21 @@ def test_under_data_parallel_rank_zero_alone_scores(tiny_h5: Path, reference: Pa
     assert [line["step"] for line in log(tmp_path / "run")] == [4, 8]  # one writer: no line twice
     card = json.loads((tmp_path / "run" / MODEL_CARD).read_text())
     assert card["processes"] == 2 and card["monitor"]["selected_step"] in (4, 8)
+
+
+def test_features_are_standardised_by_the_reference(reference: Path, tmp_path: Path) -> None:
+    """KID's cubic kernel on raw CNN features lets the largest-scale class decide alone: the scorer standardises
+    every feature by the reference's mean and spread, the same map for real and generated images."""
+    import numpy as np
+
+    from augmentor.data.reader import read_info
+    from evaluation.monitor import Scorer, load_reference
+
+    info = read_info(reference)
+    loaded = load_reference(reference, info.class_names, info.image_shape)
+    scorer = Scorer(loaded, info.class_names, info.hu_window, None, latent_dim=8, samples_per_class=16, seed=0, cache=tmp_path / "features.safetensors")
+    pooled = np.concatenate(list(scorer.real_features.values()))
+    np.testing.assert_allclose(pooled.mean(axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(pooled.std(axis=0)[pooled.std(axis=0) > 1e-3], 1.0, rtol=1e-3)
+    images = np.concatenate([scorer._normalised(lesions.hu) for lesions in scorer.real.values()])
+    np.testing.assert_allclose(scorer._embed(images), pooled, atol=1e-4)  # generated images go through the same map
