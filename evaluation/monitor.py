@@ -56,6 +56,7 @@ from augmentor.training.data import TrainingSet
 from augmentor.training.recipe import MonitorSection, TrainSection
 from augmentor.training.run import derive_seed, standing_generator
 from evaluation.diversity import LesionSet, compare_diversity
+from evaluation.report import json_ready
 
 MONITOR_LOG = "monitor.jsonl"
 POSTHOC_LOG = "monitor-posthoc.jsonl"
@@ -155,19 +156,6 @@ def feature_extractor(reference: Reference, window: tuple[float, float], num_cla
 
 
 # ------------------------------------------------------------------------------------------ scores ----
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready: NaN and infinities as None, floats to 6 significant digits, NumPy scalars as Python ones."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return float(f"{value:.6g}") if math.isfinite(value) else None
-    return value
 
 
 class Scorer:
@@ -286,7 +274,7 @@ class Scorer:
                 },
                 "near_copy_fraction": None if flags is None else float(np.mean(flags)) if len(flags) else None,
             }
-        return _plain(scores)
+        return json_ready(scores, significant=6)
 
 
 def criterion(scores: Mapping[str, Any], select: str) -> float:

@@ -49,18 +49,23 @@ SECTIONS = (
 )
 
 
-def _plain(value: Any) -> Any:
-    """JSON-ready: numpy scalars to Python, NaN and infinities to null, tuples to lists."""
+def json_ready(value: Any, significant: int | None = None) -> Any:
+    """JSON-ready: numpy scalars and arrays to Python, NaN and infinities to null, tuples to lists, paths to text;
+    floats rounded to ``significant`` digits when given."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): json_ready(v, significant) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [json_ready(v, significant) for v in value]
     if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
+        return json_ready(value.tolist(), significant)
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(float(value)) else None
+        if not math.isfinite(float(value)):
+            return None
+        return float(f"{float(value):.{significant}g}") if significant else float(value)
+    if isinstance(value, np.generic):  # numpy bools and the like
+        return value.item()
     if isinstance(value, Path):
         return str(value)
     return value
@@ -423,7 +428,7 @@ def write_report(folder: Path, report: dict[str, Any], predictions: Mapping[str,
         The JSON path.
     """
     report["files"] = {"html": REPORT_HTML, "json": REPORT_JSON, "predictions": PREDICTIONS}
-    plain = _plain(report)
+    plain = json_ready(report)
     buffer_path = folder / PREDICTIONS
     arrays = {key: np.asarray(value) for key, value in predictions.items()}
     np.savez_compressed(buffer_path, **arrays)  # type: ignore[arg-type]
