@@ -20,7 +20,7 @@ from augmentor.training.checkpoint import list_checkpoints, load_checkpoint
 from augmentor.training.run import standing_generator, train
 from augmentor.training.trainer import CHECKPOINTS
 from evaluation import monitor as monitor_module
-from evaluation.monitor import FEATURE_CACHE, MONITOR_LOG, POSTHOC_LOG, main
+from evaluation.monitor import FEATURE_CACHE, MIN_COVERAGE, MONITOR_LOG, POSTHOC_LOG, criterion, main
 from tests.training.conftest import write_tiny_dataset
 
 
@@ -53,9 +53,10 @@ def test_monitor_scores_at_its_steps_and_ships_the_best(tiny_h5: Path, reference
     assert (out / FEATURE_CACHE).is_file()
 
     card = json.loads((out / MODEL_CARD).read_text())
-    kids = {line["step"]: line["scores"]["all"]["kid"] for line in lines}
-    best = min(kids, key=lambda step: (kids[step], step))
-    assert card["monitor"]["selected_step"] == best and card["monitor"]["select"] == "kid"
+    values = {line["step"]: criterion(line["scores"], "kid-covered") for line in lines}
+    qualified = [step for step in values if values[step] < float("inf")]
+    best = min(qualified, key=lambda step: (values[step], step)) if qualified else lines[0]["step"]
+    assert card["monitor"]["selected_step"] == best and card["monitor"]["select"] == "kid-covered"
     assert card["monitor"]["scores"] == next(line["scores"] for line in lines if line["step"] == best)
     assert card["monitor"]["reference"] == {"path": "test.h5", "sha256": sha256_file(reference), "num_samples": 32}
     assert card["recipe"]["monitor"]["reference"] == "test.h5"  # no folder in the card
@@ -69,6 +70,7 @@ def test_the_selected_step_ships_not_the_last(tiny_h5: Path, reference: Path, tm
     def score(self: Any, generator: torch.nn.Module) -> dict[str, Any]:
         scores = original(self, generator)
         scores["all"]["kid"] = next(kid_of_step)
+        scores["all"]["coverage"] = 0.6  # every step covers the reference: KID decides
         return scores
 
     monkeypatch.setattr(monitor_module.Scorer, "score", score)
@@ -152,7 +154,7 @@ def test_a_reference_sharing_patients_is_refused(tiny_h5: Path, tmp_path: Path) 
         ("monitor.every=-1", "every must be >= 0"),
         ("monitor.every=10", "set monitor.reference"),
         ("monitor.samples_per_class=4", "samples_per_class must be >= 8"),
-        ("monitor.select=fid", "'fid' is not one of 'kid'"),
+        ("monitor.select=fid", "'fid' is not one of 'kid-covered', 'kid'"),
         ("monitor.evry=3", "did you mean 'every'"),
     ],
 )
@@ -174,7 +176,7 @@ def test_posthoc_scores_every_checkpoint(tiny_h5: Path, reference: Path, tmp_pat
     lines = log(out, POSTHOC_LOG)
     assert [line["step"] for line in lines] == [4, 8]
     assert lines[0]["scores"]["all"]["near_copy_fraction"] is not None
-    assert "best by KID: step" in capsys.readouterr().out
+    assert "best: step" in capsys.readouterr().out
     assert main([str(out), "--reference", str(tiny_h5), "--data", str(tiny_h5)]) == 1  # the training file itself
 
 
@@ -234,3 +236,14 @@ def test_features_are_standardised_by_the_reference(reference: Path, tmp_path: P
     np.testing.assert_allclose(pooled.std(axis=0)[pooled.std(axis=0) > 1e-3], 1.0, rtol=1e-3)
     images = np.concatenate([scorer._normalised(lesions.hu) for lesions in scorer.real.values()])
     np.testing.assert_allclose(scorer._embed(images), pooled, atol=1e-4)  # generated images go through the same map
+
+
+def test_a_collapsed_step_with_the_lowest_kid_is_not_selected() -> None:
+    """A generator collapsed onto the mean lesion can score the lowest KID; "kid-covered" passes it over."""
+    collapsed = {"all": {"kid": 0.7, "coverage": 0.0}}
+    diverse = {"all": {"kid": 1.2, "coverage": 0.6}}
+    assert criterion(collapsed, "kid") < criterion(diverse, "kid")
+    assert criterion(collapsed, "kid-covered") == float("inf") and criterion(diverse, "kid-covered") == 1.2
+    assert criterion({"all": {"kid": 0.5, "coverage": MIN_COVERAGE}}, "kid-covered") == 0.5
+    with pytest.raises(ValueError, match="valid: kid, kid-covered"):
+        criterion(diverse, "fid")
