@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,3 +43,25 @@ def write_tiny_dataset(path: Path, count: int = 32, size: int = 16, seed: int = 
 @pytest.fixture(scope="session")
 def tiny_h5(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_dataset(tmp_path_factory.mktemp("data") / "tiny.h5")
+
+
+class SimulatedCrash(Exception):
+    """Raised inside a training step by :func:`crash_at_update`."""
+
+
+def crash_at_update(monkeypatch: pytest.MonkeyPatch, algorithm_class: type, number: int, run: Callable[[], object]) -> None:
+    """Call ``run`` (a training run) with ``algorithm_class.update`` raising :class:`SimulatedCrash` at its ``number``-th
+    call, as a killed process would stop mid-run; the update is restored afterwards."""
+    original = algorithm_class.update
+    calls = {"count": 0}
+
+    def crashing_update(self, batch):  # type: ignore[no-untyped-def]
+        calls["count"] += 1
+        if calls["count"] == number:
+            raise SimulatedCrash
+        return original(self, batch)
+
+    monkeypatch.setattr(algorithm_class, "update", crashing_update)
+    with pytest.raises(SimulatedCrash):
+        run()
+    monkeypatch.setattr(algorithm_class, "update", original)

@@ -27,6 +27,7 @@ from augmentor.training.dihedral import dihedral
 from augmentor.training.distributed import Distributed, init_distributed, shutdown_distributed
 from augmentor.training.losses import lecam_penalty, r1_penalty
 from augmentor.training.run import build_algorithm, derive_seed, train
+from tests.training.conftest import crash_at_update
 
 CPU = torch.device("cpu")
 ALL_SWITCHES = [
@@ -212,9 +213,6 @@ def test_bad_switch_values_are_one_line(override: str, expected: str) -> None:
     assert expected in str(error.value) and "\n" not in str(error.value)
 
 
-class SimulatedCrash(Exception):
-    pass
-
 
 def test_all_switches_train_and_resume_bit_for_bit(tiny_h5: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     overrides = ["train.steps=8", "train.checkpoint_every=3", "train.sample_every=4", "train.log_every=2", "train.keep_checkpoints=5",
@@ -229,19 +227,8 @@ def test_all_switches_train_and_resume_bit_for_bit(tiny_h5: Path, tmp_path: Path
     state = load_file(str(straight / "checkpoints" / "step-00000006.safetensors"))
     assert state["algorithm.lecam_anchors"].abs().min() > 0
 
-    original = ConditionalGAN.update
-    calls = {"count": 0}
-
-    def crashing_update(self, batch):  # type: ignore[no-untyped-def]
-        calls["count"] += 1
-        if calls["count"] == 5:  # after the checkpoint at step 3, mid-cycle of the lazy R1 (update 3 of 0..)
-            raise SimulatedCrash
-        return original(self, batch)
-
-    monkeypatch.setattr(ConditionalGAN, "update", crashing_update)
-    with pytest.raises(SimulatedCrash):
-        train(recipe, tiny_h5, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(ConditionalGAN, "update", original)
+    # update 5: after the checkpoint at step 3, mid-cycle of the lazy R1 (update 3 of 0..)
+    crash_at_update(monkeypatch, ConditionalGAN, 5, lambda: train(recipe, tiny_h5, tmp_path / "resumed", progress=False))
     assert [step for step, _ in list_checkpoints(tmp_path / "resumed" / "checkpoints")] == [3]
     resumed = train(recipe, tiny_h5, tmp_path / "resumed", resume=True, progress=False)
     assert (straight / MODEL_WEIGHTS).read_bytes() == (resumed / MODEL_WEIGHTS).read_bytes()

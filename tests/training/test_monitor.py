@@ -21,7 +21,7 @@ from augmentor.training.run import standing_generator, train
 from augmentor.training.trainer import CHECKPOINTS
 from evaluation import monitor as monitor_module
 from evaluation.monitor import FEATURE_CACHE, MIN_COVERAGE, MONITOR_LOG, POSTHOC_LOG, criterion, main
-from tests.training.conftest import write_tiny_dataset
+from tests.training.conftest import crash_at_update, write_tiny_dataset
 
 
 @pytest.fixture(scope="module")
@@ -92,27 +92,13 @@ def test_the_selected_step_ships_not_the_last(tiny_h5: Path, reference: Path, tm
     assert any(not torch.equal(last["ema"]["shadow"][key], value) for key, value in network["ema"]["shadow"].items())
 
 
-class SimulatedCrash(Exception):
-    pass
-
 
 def test_resume_continues_the_monitor_exactly(tiny_h5: Path, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     recipe = monitored(reference)
     straight = train(recipe, tiny_h5, tmp_path / "straight", progress=False)
 
-    original = ConditionalGAN.update
-    calls = {"count": 0}
-
-    def crashing_update(self, batch):  # type: ignore[no-untyped-def]
-        calls["count"] += 1
-        if calls["count"] == 10:  # after the score and checkpoint at step 8
-            raise SimulatedCrash
-        return original(self, batch)
-
-    monkeypatch.setattr(ConditionalGAN, "update", crashing_update)
-    with pytest.raises(SimulatedCrash):
-        train(recipe, tiny_h5, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(ConditionalGAN, "update", original)
+    # update 10: after the score and checkpoint at step 8
+    crash_at_update(monkeypatch, ConditionalGAN, 10, lambda: train(recipe, tiny_h5, tmp_path / "resumed", progress=False))
     resumed_dir = tmp_path / "resumed"
     # a score the checkpoint does not know of (as if the crash came after it): the resumed run must drop it
     with open(resumed_dir / MONITOR_LOG, "a") as stream:

@@ -18,6 +18,7 @@ from augmentor.training.checkpoint import list_checkpoints
 from augmentor.training.run import train
 from augmentor.training.trainer import METRICS_LOG
 from augmentor.training.wgan_gp import WassersteinGP
+from tests.training.conftest import crash_at_update
 
 CLASS_NAMES = ("round", "square")  # as written by conftest.write_tiny_dataset
 
@@ -67,9 +68,6 @@ def test_wgan_gp_trains(tiny_h5: Path, tmp_path: Path) -> None:
     assert not (out / "samples").exists()
 
 
-class SimulatedCrash(Exception):
-    pass
-
 
 @pytest.mark.parametrize("name", ["tiny-cgan", "tiny-wgan-gp"])
 def test_resume_reproduces_an_uninterrupted_run_bit_for_bit(
@@ -80,19 +78,8 @@ def test_resume_reproduces_an_uninterrupted_run_bit_for_bit(
     straight = train(recipe, tiny_h5, tmp_path / "straight", progress=False)
 
     algorithm_class = ConditionalGAN if name == "tiny-cgan" else WassersteinGP
-    original = algorithm_class.update
-    calls = {"count": 0}
-
-    def crashing_update(self, batch):  # type: ignore[no-untyped-def]
-        calls["count"] += 1
-        if calls["count"] == 7:  # after the checkpoint at step 4, in the middle of the next interval
-            raise SimulatedCrash
-        return original(self, batch)
-
-    monkeypatch.setattr(algorithm_class, "update", crashing_update)
-    with pytest.raises(SimulatedCrash):
-        train(recipe, tiny_h5, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(algorithm_class, "update", original)
+    # update 7: after the checkpoint at step 4, in the middle of the next interval
+    crash_at_update(monkeypatch, algorithm_class, 7, lambda: train(recipe, tiny_h5, tmp_path / "resumed", progress=False))
     assert [step for step, _ in list_checkpoints(tmp_path / "resumed" / "checkpoints")] == [4]
     resumed = train(recipe, tiny_h5, tmp_path / "resumed", resume=True, progress=False)
 
