@@ -8,10 +8,16 @@ shipped experiment's numbers can live in the repository (``results/``) while its
 The README's result tables are generated from those files, never typed::
 
     python -m evaluation.summary results/evaluate-liver.json            # print the markdown
+    python -m evaluation.summary                                        # print the shipped-models tables
     python -m evaluation.summary --update README.md results/*.json      # rewrite the marked README blocks
 
 A block in the README is marked ``<!-- results:NAME -->`` ... ``<!-- /results:NAME -->``; the test suite
 checks that every marked block equals what its committed summary gives.
+
+So is the README's table of shipped models (block ``<!-- zoo -->`` ... ``<!-- /zoo -->``): ``--update`` rewrites
+it from the cards in ``augmentor/zoo/weights/*/model.json`` (no argument names them) -- classes, training data,
+recipe, training run and, from a card's ``monitor`` record, the shipped step's scores and diversity criteria
+against the tuning cohort. Regenerate the README whenever a shipped model changes.
 """
 
 from __future__ import annotations
@@ -194,6 +200,119 @@ def calibration_markdown(calibration: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ---------------------------------------------------------------------------------- shipped models ----
+
+ZOO_BLOCK = "zoo"
+# Recipe settings the README names when a shipped model's recipe moves them off their defaults.
+NAMED_SETTINGS = (
+    ("model", "upsample"), ("model", "minibatch_std"), ("model", "mask_output"), ("model", "embedding_init"),
+    ("train", "real_dihedral"), ("train", "r1_gamma"), ("train", "lecam_weight"), ("train", "mask_smoothing"),
+    ("train", "mask_background_fill"),
+)
+# The bright-pixel (contrast-filled vessel) criterion is judged for the liver alone, as tests/test_zoo_diversity.py does.
+BRIGHT_JUDGED_MODELS = frozenset({"frid-adar-liver"})
+
+
+def shipped_cards() -> list[dict[str, Any]]:
+    """The cards of the models shipped in ``augmentor/zoo/weights`` (read by path, so that a user model of the
+    same name does not stand in for a shipped one)."""
+    from augmentor.zoo import SHIPPED_DIR, resolve_model
+
+    entries = [resolve_model(folder) for folder in sorted(SHIPPED_DIR.iterdir()) if (folder / "model.json").is_file()]
+    return [{**entry.card, "name": entry.name} for entry in entries]  # a model is named by its folder
+
+
+def _count(value: Any) -> str:
+    """An integer with spaces between thousands (``11 000``); ``–`` when unknown."""
+    return "–" if value is None else f"{int(value):,}".replace(",", " ")
+
+
+def _recipe_text(card: Mapping[str, Any]) -> str:
+    """The card's recipe as a link to its file, its algorithm and the named settings it moves off their defaults."""
+    from augmentor.recipes import to_dict
+    from augmentor.training.recipe import GanRecipe
+
+    recipe = card.get("recipe") or {}
+    defaults = to_dict(GanRecipe())
+    settings = []
+    for section, key in NAMED_SETTINGS:
+        value = (recipe.get(section) or {}).get(key)
+        if value is None or value == defaults[section][key]:
+            continue  # a card older than the setting ran with its default
+        settings.append(f"`{key}`" if value is True else f"`{key} = {json.dumps(value)}`")
+    name = recipe.get("name") or card.get("name")
+    return f"[`{name}`](recipes/{name}.toml): " + ", ".join([str(card.get("algorithm", "?")), *settings])
+
+
+def _criterion_text(name: str, diversity: Mapping[str, Any]) -> str:
+    """A criterion's value followed by ✔ (met) or ✘ (missed); ``–`` when the scores do not hold it."""
+    criteria = diversity.get("criteria") or {}
+    if name not in criteria:
+        return "–"
+    value = format_interval({"estimate": criteria[name]}, signed=name == "nn_mask_iou", digits=2)
+    return f"{value} {'✔' if name in (diversity.get('passed') or []) else '✘'}"
+
+
+def zoo_markdown(cards: Sequence[Mapping[str, Any]]) -> str:
+    """The README's shipped-models tables (block ``<!-- zoo -->``) from the models' cards.
+
+    Args:
+        cards: model cards (``model.json``); a card without a ``monitor`` record shows ``–`` for the scores.
+
+    Returns:
+        A table of the models (classes, training data, recipe, training run), then one of the monitor's scores
+        at the shipped step against the tuning cohort, per model and class, with the diversity criteria met.
+    """
+    from evaluation.diversity import (  # imports torch (memorisation's nearest neighbours): here, not at the top
+        AREA_RATIO_TOLERANCE,
+        BRIGHT_RATIO_TOLERANCE,
+        CRITERIA,
+        MASK_IOU_EXCESS_MAX,
+        NN_DISTANCE_RATIO_MIN,
+    )
+
+    lines = ["| model | classes | trained on | recipe | training |", "|---|---|---|---|---|"]
+    for card in cards:
+        data = card.get("training_data") or {}
+        trained_on = f"{_count(data.get('num_samples'))} lesions of {_count(data.get('num_patients'))} patients (`{Path(str(data.get('path'))).name}`)"
+        wall = card.get("wall_time_s")
+        training = f"{_count(card.get('steps'))} steps, {wall / 60:.0f} min on {card.get('device', '?')}" if wall else f"{_count(card.get('steps'))} steps"
+        monitor = card.get("monitor")
+        if monitor:
+            training += f"; shipped step {_count(monitor.get('selected_step'))} (select `{monitor.get('select')}`)"
+        lines.append(f"| `{card['name']}` | {', '.join(card['class_names'])} | {trained_on} | {_recipe_text(card)} | {training} |")
+    references = sorted({Path(str((card["monitor"].get("reference") or {}).get("path"))).name for card in cards if card.get("monitor")})
+    against = f" (`{'`, `'.join(references)}`)" if references else ""
+    lines += [
+        "",
+        f"The monitor's scores at the shipped step against lesions of the tuning cohort{against}, and the diversity criteria,"
+        f" ✔ met or ✘ missed: NN-distance ratio synthetic / real ≥ {NN_DISTANCE_RATIO_MIN}, mask-IoU excess over "
+        f"real ≤ {MASK_IOU_EXCESS_MAX}, area ratio within {AREA_RATIO_TOLERANCE * 100:.0f} % of 1 and, in the liver, bright-pixel "
+        f"(vessel) ratio within {BRIGHT_RATIO_TOLERANCE * 100:.0f} % of 1; near-copies: samples flagged as copies of a training lesion.",
+        "",
+        "| model | class | KID | coverage | NN-distance ratio | mask-IoU excess | area ratio | bright ratio | near-copies |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for card in cards:
+        scores = (card.get("monitor") or {}).get("scores") or {}
+        if not scores:
+            lines.append(f"| `{card['name']}` |" + " – |" * 8)
+            continue
+        judged = [name for name in CRITERIA if name != "bright_fraction" or card["name"] in BRIGHT_JUDGED_MODELS]
+        for row, group in enumerate(name for name in [*card["class_names"], "all"] if name in scores):
+            entry = scores[group]
+            diversity = entry.get("diversity") or {}
+            copies = entry.get("near_copy_fraction")
+            cells = [
+                f"`{card['name']}`" if row == 0 else "", group,
+                format_interval({"estimate": entry.get("kid")}), format_interval({"estimate": entry.get("coverage")}, digits=2),
+                *(_criterion_text(name, diversity) if name in judged else "–" for name in CRITERIA),
+                "–" if copies is None else f"{100 * copies:.1f} %",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def readme_block(result: Mapping[str, Any]) -> tuple[str, str]:
     """The README block name and table of a committed result: an evaluation summary (``evaluate-...``) or a
     difficulty calibration (``calibration-<cohort>``, from ``bench/cohort_difficulty.py --json``)."""
@@ -202,27 +321,40 @@ def readme_block(result: Mapping[str, Any]) -> tuple[str, str]:
     return str(result["name"]), markdown(result)
 
 
-def update_readme(readme: Path, summaries: Sequence[Path]) -> bool:
-    """Rewrite the marked blocks of ``readme`` from ``summaries``; returns whether anything changed."""
+def _replace_block(text: str, opening: str, closing: str, table: str) -> str | None:
+    """``text`` with what lies between the lines ``opening`` and ``closing`` replaced by ``table``; None when unmarked."""
+    pattern = re.compile(rf"({re.escape(opening)}\n).*?({re.escape(closing)})", re.S)
+    if not pattern.search(text):
+        return None
+
+    def replace(match: re.Match[str]) -> str:
+        return match.group(1) + table + match.group(2)
+
+    return pattern.sub(replace, text)
+
+
+def update_readme(readme: Path, summaries: Sequence[Path], cards: Sequence[Mapping[str, Any]] | None = None) -> bool:
+    """Rewrite the marked blocks of ``readme`` from ``summaries``, and its ``<!-- zoo -->`` block, if it has one,
+    from ``cards`` (default: the shipped models' cards); returns whether anything changed."""
     text = readme.read_text()
     updated = text
     for path in summaries:
         name, table = readme_block(json.loads(path.read_text()))
-        pattern = re.compile(rf"(<!-- results:{re.escape(name)} -->\n).*?(<!-- /results:{re.escape(name)} -->)", re.S)
-        if not pattern.search(updated):
+        replaced = _replace_block(updated, f"<!-- results:{name} -->", f"<!-- /results:{name} -->", table)
+        if replaced is None:
             raise SystemExit(f"{readme}: no block <!-- results:{name} --> ... <!-- /results:{name} -->")
-        def replace(match: re.Match[str], table: str = table) -> str:
-            return match.group(1) + table + match.group(2)
-
-        updated = pattern.sub(replace, updated)
+        updated = replaced
+    if f"<!-- {ZOO_BLOCK} -->" in updated:  # the cards are read only for a README that shows them
+        zoo = zoo_markdown(shipped_cards() if cards is None else cards)
+        updated = _replace_block(updated, f"<!-- {ZOO_BLOCK} -->", f"<!-- /{ZOO_BLOCK} -->", zoo) or updated
     if updated != text:
         readme.write_text(updated)
     return updated != text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="README tables from committed evaluation summaries and difficulty calibrations.")
-    parser.add_argument("summaries", nargs="+", type=Path)
+    parser = argparse.ArgumentParser(description="README tables from committed evaluation summaries and difficulty calibrations, and of the shipped models.")
+    parser.add_argument("summaries", nargs="*", type=Path, help="committed results (none: print the shipped-models tables)")
     parser.add_argument("--update", type=Path, help="rewrite the marked blocks of this README")
     arguments = parser.parse_args(argv)
     if arguments.update:
@@ -231,6 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     for path in arguments.summaries:
         sys.stdout.write(readme_block(json.loads(path.read_text()))[1] + "\n")
+    if not arguments.summaries:
+        sys.stdout.write(zoo_markdown(shipped_cards()))
     return 0
 
 
