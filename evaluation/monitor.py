@@ -23,7 +23,8 @@ to ``monitor.jsonl`` and one compact line to the terminal.
 
 Selection (``monitor.select``): ``"kid-covered"`` (the default) ships the step with the lowest KID over all
 classes together among the steps whose coverage (all classes) is at least ``MIN_COVERAGE``; ``"kid"`` the
-lowest KID of any step. On a tie the earlier step; a NaN KID never wins; when no step qualifies, the first.
+lowest KID of any step; ``"last"`` the last step, whatever its scores (for a recipe whose monitor pick lost a
+downstream comparison on the tuning cohort: the scores stay on record). On a tie the earlier step; a NaN KID never wins; when no step qualifies, the first.
 KID alone is not enough: a generator collapsed onto the mean lesion matches the reference's mean features
 and scores a low KID (measured: KID 0.72 at recall 0.00, coverage 0.00, against 1.24 for a diverse run),
 while coverage (the share of real lesions with a generated one among their nearest neighbours) is near 0. Its EMA weights are kept in memory and in every checkpoint (so
@@ -58,7 +59,7 @@ from augmentor.errors import AugmentorError
 from augmentor.models.card import write_safetensors_atomic
 from augmentor.training.data import TrainingSet
 from augmentor.training.recipe import MonitorSection, TrainSection
-from augmentor.training.run import derive_seed, standing_generator
+from augmentor.training.run import build_generator, derive_seed, standing_generator
 from evaluation.diversity import LesionSet, compare_diversity
 from evaluation.report import json_ready
 
@@ -76,6 +77,8 @@ SELECTION_NOTE = {
     "kid": "lowest KID (mean over subsets) of all classes together against the reference; the earlier step on a tie",
     "kid-covered": f"lowest KID (mean over subsets) of all classes together among the steps with coverage >= {MIN_COVERAGE} "
     "(a collapsed generator can score a low KID); the earlier step on a tie",
+    "last": "the last step (the scores are a record, not the choice: set where a downstream comparison on the tuning cohort "
+    "preferred the last step to the monitor's pick)",
 }
 
 
@@ -286,10 +289,12 @@ class Scorer:
         return json_ready(scores, significant=6)
 
 
-def criterion(scores: Mapping[str, Any], select: str) -> float:
-    """The selection value of a step's scores (lower is better; NaN and missing never win)."""
+def criterion(scores: Mapping[str, Any], select: str, step: int = 0) -> float:
+    """The selection value of a step's scores (lower is better; NaN and missing never win); ``"last"``: -step."""
     if select not in SELECTION_NOTE:
         raise ValueError(f"unknown monitor.select {select!r}; valid: {', '.join(SELECTION_NOTE)}")
+    if select == "last":
+        return -float(step)
     total = scores.get("all", {})
     value = total.get("kid")
     if select == "kid-covered" and not (total.get("coverage") or 0.0) >= MIN_COVERAGE:
@@ -347,7 +352,7 @@ class TrainingMonitor:
     def __call__(self, network: nn.Module, step: int) -> None:
         started = time.perf_counter()
         scores = self.scorer.score(standing_generator(network, self.settings))
-        value = criterion(scores, self.section.select)
+        value = criterion(scores, self.section.select, step)
         if self.best_step is None or value < self.best_value:
             self.best_step, self.best_value, self.best_scores = step, value, scores
             self.best_generator = {k: v.detach().to("cpu", copy=True) for k, v in network.state_dict().items()}
@@ -372,7 +377,7 @@ class TrainingMonitor:
             raise AugmentorError(f"cannot resume: monitor.reference {stored_path(self.scorer.reference.path)} is not the file the run was scored against (SHA-256 differs)")
         self.best_step = None if int(state["best_step"]) < 0 else int(state["best_step"])
         self.best_scores = json.loads(state["best_scores"])
-        self.best_value = math.inf if self.best_step is None else criterion(self.best_scores, self.section.select)
+        self.best_value = math.inf if self.best_step is None else criterion(self.best_scores, self.section.select, self.best_step)
         self.best_generator = state["best_generator"]
         log = self.directory / MONITOR_LOG
         if log.exists():
@@ -418,7 +423,6 @@ def score_checkpoints(run: str | Path, reference: str | Path, data: str | Path |
     Returns:
         One record per checkpoint, oldest first.
     """
-    from augmentor.models.registry import build_network
     from augmentor.recipes import validate_recipe
     from augmentor.training.checkpoint import list_checkpoints, load_checkpoint, read_checkpoint_record
     from augmentor.training.data import load_training_set
@@ -450,11 +454,7 @@ def score_checkpoints(run: str | Path, reference: str | Path, data: str | Path |
         load_reference(reference, class_names, shape), class_names, window, training_images, latent_dim=recipe.model.latent_dim,
         samples_per_class=samples_per_class, seed=recipe.train.seed, cache=folder / FEATURE_CACHE,
     )
-    model = recipe.model
-    generator = build_network(
-        model.generator, num_classes=len(class_names), latent_dim=model.latent_dim, image_size=model.image_size,
-        base_channels=model.base_channels, embedding_dim=model.embedding_dim, image_channels=shape[0],
-    )
+    generator = build_generator(recipe, len(class_names), shape[0])
     records = []
     with open(folder / POSTHOC_LOG, "w") as stream:
         for step, path in checkpoints:

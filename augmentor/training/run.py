@@ -143,17 +143,23 @@ def _check_resumable(saved: dict[str, Any], current: dict[str, Any], checkpoint:
             raise AugmentorError(f"cannot resume from {checkpoint}: recipe key {section!r} changed")
 
 
+def build_generator(recipe: GanRecipe, num_classes: int, image_channels: int) -> torch.nn.Module:
+    """The recipe's generator, with every model switch (training and post-hoc scoring build it here alike)."""
+    model = recipe.model
+    return build_network(
+        model.generator, num_classes=num_classes, latent_dim=model.latent_dim, image_size=model.image_size,
+        base_channels=model.base_channels, embedding_dim=model.embedding_dim, image_channels=image_channels,
+        upsample=model.upsample, mask_output=model.mask_output, embedding_init=model.embedding_init,
+    )
+
+
 def build_algorithm(recipe: GanRecipe, data: TrainingSet, device: torch.device, precision: Precision) -> AdversarialAlgorithm:
     """The networks (seeded initialisation, on the CPU so every device starts alike) and the update rule."""
     model, settings = recipe.model, recipe.train
     image_channels = data.image_shape[0]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(settings.seed, "initialisation"))
-        generator = build_network(
-            model.generator, num_classes=len(data.class_names), latent_dim=model.latent_dim, image_size=model.image_size,
-            base_channels=model.base_channels, embedding_dim=model.embedding_dim, image_channels=image_channels,
-            upsample=model.upsample, mask_output=model.mask_output, embedding_init=model.embedding_init,
-        )
+        generator = build_generator(recipe, len(data.class_names), image_channels)
         discriminator = build_network(
             model.discriminator or "", num_classes=len(data.class_names), image_size=model.image_size,
             base_channels=model.discriminator_channels, in_channels=image_channels + 1,

@@ -155,8 +155,12 @@ def test_monitor_defaults_leave_recipes_unchanged() -> None:
     assert load_recipe("tiny-cgan", ["monitor.reference=cohorts/x/test.h5"]).monitor.reference == "cohorts/x/test.h5"
 
 
-def test_posthoc_scores_every_checkpoint(tiny_h5: Path, reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    recipe = load_recipe("tiny-cgan", ["train.steps=8", "train.checkpoint_every=4", "train.sample_every=0", "train.keep_checkpoints=5"])
+@pytest.mark.parametrize("switches", [(), ("model.upsample=resize", "model.mask_output=logits")], ids=["default", "resize-logits"])
+def test_posthoc_scores_every_checkpoint(
+    switches: tuple[str, ...], tiny_h5: Path, reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Post hoc, the generator is built with the run's model switches (resize upsampling has other weights' shapes)."""
+    recipe = load_recipe("tiny-cgan", ["train.steps=8", "train.checkpoint_every=4", "train.sample_every=0", "train.keep_checkpoints=5", *switches])
     out = train(recipe, tiny_h5, tmp_path / "run", progress=False)
     assert main([str(out), "--reference", str(reference), "--data", str(tiny_h5), "--samples-per-class", "16"]) == 0
     lines = log(out, POSTHOC_LOG)
@@ -233,3 +237,10 @@ def test_a_collapsed_step_with_the_lowest_kid_is_not_selected() -> None:
     assert criterion({"all": {"kid": 0.5, "coverage": MIN_COVERAGE}}, "kid-covered") == 0.5
     with pytest.raises(ValueError, match="valid: kid, kid-covered"):
         criterion(diverse, "fid")
+
+
+def test_select_last_ships_the_last_step_whatever_its_scores() -> None:
+    """``"last"``: a later step beats an earlier one with a far better KID (the scores are only a record)."""
+    better, worse = {"all": {"kid": 0.1, "coverage": 0.9}}, {"all": {"kid": 9.0, "coverage": 0.0}}
+    assert criterion(worse, "last", 3500) < criterion(better, "last", 500)
+    assert criterion(better, "kid-covered", 500) < criterion(worse, "kid-covered", 3500)
