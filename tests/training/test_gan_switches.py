@@ -187,7 +187,9 @@ def test_every_switch_is_a_typed_override_stored_in_the_resolved_recipe() -> Non
         True, "logits", "resize", "unit")
     assert (recipe.train.r1_gamma, recipe.train.r1_every, recipe.train.lecam_weight, recipe.train.mask_smoothing) == (1.0, 2, 0.1, 0.1)
     assert recipe.train.mask_background_fill is True and recipe.train.real_dihedral is True
-    default = load_recipe("frid-adar-liver", expect="gan")
+    shipped = load_recipe("frid-adar-liver", expect="gan")
+    assert shipped.model.upsample == "resize" and shipped.train.real_dihedral is True  # the ablation's winners
+    default = load_recipe("tiny-cgan", expect="gan")
     assert (default.model.minibatch_std, default.model.mask_output, default.model.upsample, default.model.embedding_init) == (
         False, "tanh", "transposed", "dcgan")
     assert (default.train.r1_gamma, default.train.r1_every, default.train.lecam_weight, default.train.mask_smoothing) == (0.0, 1, 0.0, 0.0)
