@@ -172,12 +172,20 @@ class Job:
             "classifier": asdict(self.classifier) if factory is None else f"{factory.__module__}.{factory.__qualname__}",
             "segmenter": asdict(self.segmenter),
             "augmentation": asdict(self.augmentation),
-            "settings": asdict(self.settings),
+            "settings": _settings_description(self.settings),
             "keep_network": self.keep_network,
             "evaluate_test": self.evaluate_test,
             "also_after_first_stage": bool(self.also_after_first_stage),
         }
         return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _settings_description(settings: TrainSettings) -> dict[str, Any]:
+    """The settings in a cache key; a setting added later is left out at its neutral value, so jobs keep their keys."""
+    described = asdict(settings)
+    if described["warmup_steps"] == 0:
+        del described["warmup_steps"]
+    return described
 
 
 @dataclass

@@ -252,6 +252,7 @@ class TrainSection:
     lr_factor: float = 0.3
     smoothing: float = 0.6  # moving average of the validation loss: weight of the past
     criterion: Literal["brier", "loss"] = "brier"  # what early stopping watches (classification; segmentation: its loss)
+    warmup_steps: int = 0  # checks before this step neither count as best nor use up patience (0: all count)
     workers: int = 1  # processes training (arm, seed) jobs in parallel; 1: in this process
     cache: str = "cache/evaluate"  # finished jobs, reused by an identical job; "": no cache
 
@@ -272,6 +273,8 @@ class TrainSection:
             raise ValueError(f"lr_factor must be in (0, 1], got {self.lr_factor}")
         if not 0.0 <= self.smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
 
 
 @dataclass(frozen=True)

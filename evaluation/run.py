@@ -268,6 +268,7 @@ def train_settings(recipe: EvaluateRecipe) -> TrainSettings:
         lr_factor=train.lr_factor,
         smoothing=train.smoothing,
         criterion=train.criterion,
+        warmup_steps=train.warmup_steps,
     )
 
 

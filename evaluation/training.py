@@ -11,6 +11,8 @@ arms is a difference in their data, not in how far each one trained. Each stage:
 - multiplies the learning rate by ``lr_factor`` after ``lr_patience`` checks without an improvement of
   the smoothed loss (reduce-on-plateau), and stops after ``patience`` checks without one, never before
   ``min_steps``;
+- starts choosing after a warm-up (``warmup_steps``): earlier checks are logged, not candidates, and
+  drop neither the learning rate nor patience;
 - leaves the network at its best smoothed check. The state the stage started from is *not* a
   candidate: a fine-tuning stage cannot "win" by not training (its step-0 loss is logged, not chosen).
 
@@ -100,6 +102,11 @@ class TrainSettings:
         lr_factor: the plateau multiplier (< 1).
         smoothing: weight of the past in the moving average of the validation loss (0: raw loss).
         min_delta: an improvement must beat the best smoothed criterion by this much (relative).
+        warmup_steps: checks before this step are logged but are not candidates for the best network and
+            count neither towards ``patience`` nor towards a learning-rate drop. On a few dozen validation
+            lesions the smoothed criterion of an arm can sit on a plateau from its first check, so without a
+            warm-up the learning rate drops twice and patience runs out at the floor of steps, leaving the
+            network of step 20 (barely trained) as "converged"; 0: every check counts.
         criterion: what early stopping watches on the validation patients. ``"brier"`` (classification):
             the Brier score, mean squared distance of the predicted probabilities from the one-hot truth, a
             proper score that a few confidently wrong lesions cannot blow up (on a few dozen validation
@@ -117,6 +124,7 @@ class TrainSettings:
     smoothing: float = 0.6
     min_delta: float = 1e-3
     criterion: str = "brier"
+    warmup_steps: int = 0
 
 
 @dataclass(frozen=True)
@@ -297,6 +305,8 @@ def train_network(
             network.train()
             smoothed = current if smoothed is None else settings.smoothing * smoothed + (1.0 - settings.smoothing) * current
             log.history.append((step, current, smoothed))
+            if step < settings.warmup_steps and step != budget:
+                continue
             if best_state is None or smoothed < log.best_validation_loss * (1.0 - settings.min_delta):
                 log.best_validation_loss, log.best_step = smoothed, step
                 best_state = copy.deepcopy(network.state_dict())

@@ -20,6 +20,10 @@ transposed convolution (Odena et al. 2016, "Deconvolution and checkerboard artif
 projection becomes a linear layer), and ``embedding_init="unit"`` draws the class embedding from N(0, 1)
 instead of DCGAN's N(0, 0.02), so the class is not a whisper next to an N(0, 1) latent at the start.
 
+For sampling, :func:`fold_resize_upsampling` rewrites each resize + 3x3 convolution as the one strided
+transposed convolution it equals (same outputs up to float rounding, 2.25x fewer multiply-adds, no
+upsampled intermediate): the network trains in the form above and generates in the folded one.
+
 The forward pass draws no random numbers: in ``eval()`` mode, sample i depends only on the latent vector
 and class you pass, so generation can draw latents per sample index.
 
@@ -99,6 +103,52 @@ def dcgan_init(module: nn.Module) -> None:
         nn.init.normal_(module.weight, 1.0, 0.02)
         if isinstance(module.bias, torch.Tensor):
             nn.init.zeros_(module.bias)
+
+
+# Nearest x2 then a 3x3 convolution (zero padding 1), one axis: output row 2m reads input rows m-1 (tap 0)
+# and m (taps 1 and 2); row 2m+1 reads m (taps 0 and 1) and m+1 (tap 2). A transposed convolution with a
+# 4-tap kernel, stride 2 and padding 1 puts input row i on output rows 2i-1+k, k = 0..3, so its taps are
+# k=0: tap 2, k=1: taps 1+2, k=2: taps 0+1, k=3: tap 0; the zero padding at the borders agrees too.
+_RESIZE_TO_TRANSPOSED = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+
+
+def _folded(convolution: nn.Conv2d) -> nn.ConvTranspose2d:
+    """The transposed convolution (4x4, stride 2, padding 1) equal to nearest x2 followed by ``convolution``."""
+    taps = _RESIZE_TO_TRANSPOSED.to(convolution.weight)
+    folded = nn.ConvTranspose2d(convolution.in_channels, convolution.out_channels, 4, 2, 1, bias=convolution.bias is not None)
+    folded = folded.to(device=convolution.weight.device, dtype=convolution.weight.dtype)
+    with torch.no_grad():
+        # Conv2d weight (out, in, 3, 3) -> ConvTranspose2d weight (in, out, 4, 4)
+        folded.weight.copy_(torch.einsum("ka,lb,oiab->iokl", taps, taps, convolution.weight))
+        if convolution.bias is not None and folded.bias is not None:
+            folded.bias.copy_(convolution.bias)
+    return folded.requires_grad_(convolution.weight.requires_grad)
+
+
+def _is_resize_convolution(upsample: nn.Module, convolution: nn.Module) -> bool:
+    return (
+        isinstance(upsample, nn.Upsample) and upsample.mode == "nearest" and upsample.scale_factor in (2, 2.0, (2.0, 2.0))
+        and isinstance(convolution, nn.Conv2d) and convolution.kernel_size == (3, 3) and convolution.stride == (1, 1)
+        and convolution.padding == (1, 1) and convolution.dilation == (1, 1) and convolution.groups == 1
+        and convolution.padding_mode == "zeros"
+    )
+
+
+def fold_resize_upsampling(network: nn.Module) -> nn.Module:
+    """Replace, in place, every ``nn.Upsample(x2, nearest)`` + 3x3 ``nn.Conv2d`` pair of a ``nn.Sequential``
+    by the equal transposed convolution (the upsample becomes ``nn.Identity``); returns ``network``.
+
+    For inference: the state dict changes form, so a folded network is not saved or trained. A network
+    without such pairs is returned unchanged."""
+    for module in list(network.modules()):
+        if not isinstance(module, nn.Sequential):
+            continue
+        for index in range(len(module) - 1):
+            convolution = module[index + 1]
+            if isinstance(convolution, nn.Conv2d) and _is_resize_convolution(module[index], convolution):
+                module[index + 1] = _folded(convolution)
+                module[index] = nn.Identity()
+    return network
 
 
 class TanhOnImageChannels(nn.Module):

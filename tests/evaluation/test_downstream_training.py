@@ -59,6 +59,20 @@ def test_no_improvement_stops_after_patience_but_not_before_the_floor(tiny_file:
     assert floored.steps == 20 and not floored.budget_bound  # patience ran out at 8, the floor holds it to 20
 
 
+def test_checks_inside_the_warm_up_are_logged_but_neither_chosen_nor_counted(tiny_file: Callable[..., Path]) -> None:
+    train, validation = _data(tiny_file)
+    # a plateau from the first check: without a warm-up the network of step 2 "wins" and patience ends at 8
+    settings = TrainSettings(batch_size=8, learning_rate=1e-12, weight_decay=0.0, eval_every=2, patience=3, lr_patience=2, warmup_steps=10)
+    (log,) = train_network(_network(), [TrainingStage("train", train, 100, 1)], validation, Task.CLASSIFICATION, settings, seed=0)
+    assert [step for step, *_ in log.history] == [0, 2, 4, 6, 8, 10, 12, 14, 16]
+    assert log.best_step == 10  # the first check at or after the warm-up
+    assert log.steps == 16 and not log.budget_bound  # patience counted from step 10 on: 12, 14, 16
+    assert log.learning_rate_reductions == 1  # after 2 checks past the warm-up, none inside it
+    # a budget shorter than the warm-up still keeps the network of its last step
+    (short,) = train_network(_network(), [TrainingStage("train", train, 1, 1)], validation, Task.CLASSIFICATION, settings, seed=0)
+    assert short.steps == 5 and short.best_step == 5 and short.budget_bound
+
+
 def test_a_budget_that_ends_training_while_it_improves_is_flagged(tiny_file: Callable[..., Path]) -> None:
     train, validation = _data(tiny_file)
     settings = TrainSettings(batch_size=8, learning_rate=1e-2, weight_decay=0.0, eval_every=2, patience=50, smoothing=0.0)

@@ -51,6 +51,13 @@ def test_jobs_without_phantoms_keep_their_cache_keys() -> None:
     assert job(Arm("classic", ArmKind.CLASSIC)).content_hash()[:16] == PINNED["segmentation classic"]
 
 
+def test_a_warm_up_changes_the_key_and_no_warm_up_keeps_it() -> None:
+    classic = job(Arm("classic", ArmKind.CLASSIC))
+    warmed = dataclasses.replace(classic, settings=dataclasses.replace(classic.settings, warmup_steps=200))
+    assert warmed.content_hash() != classic.content_hash()
+    assert dataclasses.replace(warmed, settings=dataclasses.replace(warmed.settings, warmup_steps=0)).content_hash()[:16] == PINNED["segmentation classic"]
+
+
 def test_each_translation_model_and_the_phantoms_have_their_own_pool_and_key() -> None:
     arms = expand_arms(["classic+phantom", "classic+translated", "real"], [3, 1], 0.0, (), ["plain", "structure"])
     assert [arm.name for arm in arms] == [
