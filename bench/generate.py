@@ -53,13 +53,15 @@ def model_directory(folder: Path) -> tuple[Path, str]:
 
 
 def bare_forward(model: Path, n: int, device: str) -> float:
-    """Samples/s of the network alone on latents of the same blocks, batches of the same size."""
+    """Samples/s of the network alone (as generation runs it: resize upsampling folded) on latents of the
+    same blocks, batches of the same size."""
     from augmentor.generate import GROUP, SampleStream, pick_device
     from augmentor.models.card import load_generator
 
     chosen = pick_device(device)
     network, card = load_generator(model, device=chosen)
     stream = SampleStream(network, card, chosen, seed=0)
+    network = stream.network
     latents = [torch.randn(GROUP, stream.latent_dim, device=chosen) for _ in range(4)]
     labels = torch.zeros(GROUP, dtype=torch.long, device=chosen)
     with torch.inference_mode():
