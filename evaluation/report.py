@@ -270,7 +270,8 @@ METHODS = """
 train patients; the test set is touched once per trained network. Every arm trains with the same validation split and
 the same seeds (a seed fixes the initial weights, dropout, batch order and augmentation), to convergence: a budget in
 epochs of the arm's own training set (with a floor of steps), a learning rate that drops on plateaus, and early
-stopping on the smoothed validation loss; an arm whose budget ended it while it still improved is flagged
+stopping on the smoothed validation loss, counted only after the recipe's warm-up (<code>train.warmup_steps</code>:
+earlier checks are logged, never chosen); an arm whose budget ended it while it still improved is flagged
 budget-bound. Arms: (a) real only; (b) real + classic augmentation (flips, rotation/scaling, elastic, intensity, on
 whole batches); (c) (b) + R synthetic samples per real sample of each class (nested sweep); (o) (b) + R real lesions of
 new virtual patients per real sample (simulated cohorts: the oracle, what perfect synthetic data would add); (d)
