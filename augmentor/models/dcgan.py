@@ -125,10 +125,10 @@ def _folded(convolution: nn.Conv2d) -> nn.ConvTranspose2d:
     return folded.requires_grad_(convolution.weight.requires_grad)
 
 
-def _is_resize_convolution(upsample: nn.Module, convolution: nn.Module) -> bool:
+def _is_resize_convolution(upsample: nn.Module, convolution: nn.Conv2d) -> bool:
     return (
         isinstance(upsample, nn.Upsample) and upsample.mode == "nearest" and upsample.scale_factor in (2, 2.0, (2.0, 2.0))
-        and isinstance(convolution, nn.Conv2d) and convolution.kernel_size == (3, 3) and convolution.stride == (1, 1)
+        and convolution.kernel_size == (3, 3) and convolution.stride == (1, 1)
         and convolution.padding == (1, 1) and convolution.dilation == (1, 1) and convolution.groups == 1
         and convolution.padding_mode == "zeros"
     )
