@@ -33,6 +33,8 @@ from typing import Any
 from evaluation.report import format_efficiency, format_interval
 
 SUMMARY_FORMAT = "augmentor-evaluation-summary"
+AUDIT_FORMAT = "augmentor-translation-audit"  # evaluation.translation_audit's records (kept here: no torch import)
+TRANSLATION_ALGORITHM = "cyclegan"
 SUMMARY_JSON = "summary.json"
 CLASSIFICATION_COLUMNS = ("sensitivity_macro", "specificity_macro", "auc_macro")
 SEGMENTATION_COLUMNS = ("dice_mean", "hd95_mean")
@@ -271,12 +273,13 @@ def zoo_markdown(cards: Sequence[Mapping[str, Any]]) -> str:
         NN_DISTANCE_RATIO_MIN,
     )
 
+    translators = [card for card in cards if card.get("algorithm") == TRANSLATION_ALGORITHM]
+    cards = [card for card in cards if card.get("algorithm") != TRANSLATION_ALGORITHM]
     lines = ["| model | classes | trained on | recipe | training |", "|---|---|---|---|---|"]
     for card in cards:
         data = card.get("training_data") or {}
         trained_on = f"{_count(data.get('num_samples'))} lesions of {_count(data.get('num_patients'))} patients (`{Path(str(data.get('path'))).name}`)"
-        wall = card.get("wall_time_s")
-        training = f"{_count(card.get('steps'))} steps, {wall / 60:.0f} min on {card.get('device', '?')}" if wall else f"{_count(card.get('steps'))} steps"
+        training = _training_text(card)
         monitor = card.get("monitor")
         if monitor:
             training += f"; shipped step {_count(monitor.get('selected_step'))} (select `{monitor.get('select')}`)"
@@ -310,6 +313,31 @@ def zoo_markdown(cards: Sequence[Mapping[str, Any]]) -> str:
                 "–" if copies is None else f"{100 * copies:.1f} %",
             ]
             lines.append("| " + " | ".join(cells) + " |")
+    if translators:
+        lines += ["", translation_models_markdown(translators).rstrip("\n")]
+    return "\n".join(lines) + "\n"
+
+
+def _training_text(card: Mapping[str, Any]) -> str:
+    wall = card.get("wall_time_s")
+    return f"{_count(card.get('steps'))} steps, {wall / 60:.0f} min on {card.get('device', '?')}" if wall else f"{_count(card.get('steps'))} steps"
+
+
+def translation_models_markdown(cards: Sequence[Mapping[str, Any]]) -> str:
+    """The shipped translation models (CycleGAN cards): direction, both domains' training data, recipe, run.
+    Their scores on held-out slices are in the ``translation-<name>`` block (``evaluation.translation_audit``)."""
+    lines = ["| translation model | translates | trained on | recipe | training |", "|---|---|---|---|---|"]
+    for card in cards:
+        data = card.get("training_data") or {}
+        domains = []
+        for key, what in (("domain_a", "phantom"), ("domain_b", "CT")):
+            domain = data.get(key) or {}
+            domains.append(f"{_count(domain.get('num_samples'))} {what} slices of {_count(domain.get('num_patients'))} patients (`{Path(str(domain.get('path'))).name}`)")
+        translation = card.get("translation") or {}
+        direction = f"{translation.get('from', 'A')} → {translation.get('to', 'B')}"
+        if translation.get("structure_consistency"):
+            direction += ", structure consistency"
+        lines.append(f"| `{card['name']}` | {direction} | {' and '.join(domains)} | {_recipe_text(card)} | {_training_text(card)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -318,6 +346,11 @@ def readme_block(result: Mapping[str, Any]) -> tuple[str, str]:
     difficulty calibration (``calibration-<cohort>``, from ``bench/cohort_difficulty.py --json``)."""
     if "across_cohort_seeds" in result or "results" in result:
         return f"calibration-{result['cohort']}", calibration_markdown(result)
+    if result.get("format") == AUDIT_FORMAT:
+        # imports torch: here, not at the top
+        from evaluation.translation_audit import markdown as audit_markdown
+
+        return str(result["name"]), audit_markdown(result)
     return str(result["name"]), markdown(result)
 
 
