@@ -107,7 +107,13 @@ def test_a_translation_model_that_is_not_trained_is_refused_in_one_line(phantom_
     assert not (tmp_path / "report").exists() and not (tmp_path / "pools").exists()
 
 
-def test_the_shipped_recipe_is_refused_until_its_models_are_trained(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["evaluate", "evaluate-phantom-ct", "--out", str(tmp_path / "report")])
-    assert_one_line_error(result, "translation model 'cyclegan-phantom-ct' is neither shipped nor trained")
-    assert not (tmp_path / "report").exists()
+def test_the_shipped_recipe_translates_with_the_shipped_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from augmentor.recipes import load_recipe
+    from evaluation.phantoms import precheck_phantoms, resolve_translation_models
+
+    monkeypatch.setenv("AUGMENTOR_HOME", str(tmp_path / "home"))  # no user model of the same name in the way
+    recipe = load_recipe("evaluate-phantom-ct", [], expect="evaluate")
+    precheck_phantoms(recipe)
+    entries = resolve_translation_models(recipe.phantoms)
+    assert {label: (entry.origin, entry.algorithm) for label, entry in entries.items()} == {"cyclegan-phantom-ct": ("shipped", "cyclegan")}
+    assert entries["cyclegan-phantom-ct"].card["training_data"]["domain_b"]["num_patients"] == 9  # the split's training patients
