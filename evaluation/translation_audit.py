@@ -52,17 +52,10 @@ NOISE_BOX_PX = 5
 
 def _labels(judge: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     """The judge's labels of (N, 1, H, W) images in [-1, 1], in the fixed groups translation uses."""
-    from augmentor.translation.safety import judge_labels
-    from augmentor.translation.translate import GROUP
+    from augmentor.translation.translate import GROUP, run_grouped
 
-    parts = []
-    for start in range(0, images.shape[0], GROUP):
-        part = images[start : start + GROUP]
-        count = part.shape[0]
-        if count < GROUP:
-            part = torch.cat([part, part.new_zeros(GROUP - count, *part.shape[1:])])
-        parts.append(judge_labels(judge, part)[:count])
-    return torch.cat(parts)
+    chunk = 16 * GROUP  # whole groups, so the grouping is translate's; only the labels of a chunk are kept
+    return torch.cat([run_grouped(judge, images[start : start + chunk]).argmax(dim=1) for start in range(0, images.shape[0], chunk)])
 
 
 def _pooled_dice(intersection: np.ndarray, predicted: np.ndarray, reference: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
