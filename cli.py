@@ -236,8 +236,11 @@ def models_command() -> None:
     for column in ("name", "origin", "family", "classes", "size", "training data SHA-256", "weights SHA-256"):
         table.add_column(column)
     for entry in list_models():
+        size = f"{entry.image_size}x{entry.image_size}"
+        if (entry.card.get("translation") or {}).get("fully_convolutional"):
+            size = f"any ({size} crops)"  # a translation model runs at the input's own size
         table.add_row(
-            entry.name, entry.origin, f"{entry.family} ({entry.algorithm})", ", ".join(entry.class_names), f"{entry.image_size}x{entry.image_size}",
+            entry.name, entry.origin, f"{entry.family} ({entry.algorithm})", ", ".join(entry.class_names), size,
             entry.training_data_sha256[:12] or "-", entry.weights_sha256[:12],
         )
     Console(width=160).print(table)

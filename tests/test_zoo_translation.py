@@ -59,6 +59,13 @@ def test_the_shipped_translation_model_is_complete_and_recorded() -> None:
     assert card["steps"] == card["recipe"]["train"]["steps"] and card["translation"]["structure_consistency"] is False
 
 
+def test_models_lists_it_as_running_at_any_size() -> None:
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if NAME in line)
+    assert "any (128x128 crops)" in row and "cyclegan" in row
+
+
 def test_translate_keeps_the_labels_and_reports_its_scores(translated: tuple[Path, Path, str]) -> None:
     phantoms, out, output = translated
     source, result = H5File(phantoms), H5File(out)
