@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -231,6 +232,33 @@ def _stage_description(plan: StagePlan) -> dict[str, Any]:
 
 def _array_hash(values: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(values, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def stage_size(plan: StagePlan, data: DataPlan) -> int:
+    """How many samples :func:`stage_samples` gives ``plan``, without reading them."""
+    size = len(data.train_indices) if plan.real else 0
+    if plan.pool is not Pool.NONE and any(plan.per_class):
+        size += len(_chosen(data.pool(plan.pool, plan.source)[1], plan.per_class))
+    return size
+
+
+def floor_bound(jobs: Sequence[Job]) -> list[str]:
+    """One line per (arm, stage) whose budget is its floor ``min_steps``: early stopping never ends a stage
+    before its floor, so such a stage runs its whole budget, converged or not (a floor raised above the epoch
+    budget; raise ``epochs`` instead)."""
+    lines: dict[tuple[str, str, str], str] = {}
+    for job in jobs:
+        for plan in job.stages:
+            size = stage_size(plan, job.data)
+            budget = budget_steps(size, job.settings.batch_size, plan.epochs, plan.min_steps)
+            if size and plan.min_steps > 0 and budget <= plan.min_steps:
+                lines[(job.task.value, job.arm.name, plan.name)] = (
+                    f"{job.task.value}: arm '{job.arm.name}', stage {plan.name}: its budget is its floor of {plan.min_steps} steps "
+                    f"({plan.epochs:g} epochs of {size} samples are {math.ceil(plan.epochs * math.ceil(size / min(job.settings.batch_size, size)))}), "
+                    f"and early stopping never ends a stage before its floor, so it runs all {plan.min_steps} steps whatever its validation "
+                    "loss does: raise the epochs, not the floor"
+                )
+    return list(lines.values())
 
 
 def _chosen(by_class: Sequence[np.ndarray], per_class: Sequence[int]) -> np.ndarray:

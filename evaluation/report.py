@@ -174,6 +174,7 @@ def _warnings(report: Mapping[str, Any]) -> list[str]:
         section = report.get(task) or {}
         for arm, seeds in (section.get("budget_bound") or {}).items():
             warnings.append(f"{task}: arm '{arm}' was budget-bound for seed(s) {seeds}: its validation loss was still improving when its budget ended, so its numbers understate it")
+    warnings += list(report.get("floor_bound") or [])
     seen = report.get("generator_saw_validation") or {}
     if seen.get("status") == "seen (allowed)":
         warnings.append(f"{seen['detail']}: the synthetic arms select their checkpoints on patients the generator was trained on (synthetic.allow_generator_saw_validation = true)")

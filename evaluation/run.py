@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import platform
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -59,7 +60,7 @@ from evaluation.inputs import (
     generate_pool,
     stored_recipe,
 )
-from evaluation.jobs import DataPlan, Job, JobResult, forget_datasets, run_jobs
+from evaluation.jobs import DataPlan, Job, JobResult, floor_bound, forget_datasets, run_jobs
 from evaluation.phantoms import (
     PhantomPools,
     TranslationModels,
@@ -684,6 +685,9 @@ def _evaluate(recipe: EvaluateRecipe, out: Path, *, overwrite: bool, progress: b
         data = data_plan(real, plan, synthetic, oracle_path, phantoms, recipe)
         with_features = synthetic is not None and (recipe.fidelity.enabled or recipe.memorisation.enabled)
         jobs = _jobs(recipe, plan, data, with_features, network_factory)
+        floor_bound_stages = floor_bound(jobs)
+        for line in floor_bound_stages:  # before hours of training, not after
+            print(f"warning: {line}", file=sys.stderr)
         cache = Path(recipe.train.cache) if recipe.train.cache else None
         with progress_bar("evaluate: train and test", len(jobs), enabled=progress) as advance:
             results = run_jobs(jobs, recipe.train.workers, advance, cache)
@@ -691,7 +695,7 @@ def _evaluate(recipe: EvaluateRecipe, out: Path, *, overwrite: bool, progress: b
         _expand_shared(results, plan)
 
         # 5. Statistics and audits.
-        report: dict[str, Any] = {}
+        report: dict[str, Any] = {"floor_bound": floor_bound_stages} if floor_bound_stages else {}
         saved: dict[str, np.ndarray] = {}
         if plan.classification_arms:
             report["classification"], arrays = _analyse(Task.CLASSIFICATION, plan.classification_arms, results, real, recipe, plan)

@@ -164,3 +164,20 @@ def test_oracle_pools_of_different_sizes_live_side_by_side(tmp_path: Path) -> No
     assert small.read_bytes() == first_bytes  # the smaller pool is untouched
     again, record = build_or_reuse_oracle(options, 1000, [3, 3], tmp_path / "staging", progress=False)
     assert again == small and not record["built"]
+
+
+def test_a_floor_above_the_epoch_budget_is_warned_of_before_training(tiny_inputs: Any, run_evaluate: Run, tmp_path: Path) -> None:
+    # 27 training samples in batches of 8: 4 steps an epoch, so 3 epochs are 12 steps; a floor of 30 steps is
+    # then the whole budget, and early stopping (never before the floor) cannot end the stage sooner.
+    base = tiny_inputs.overrides(*QUICK, 'arms.classification=["real"]', "arms.reference=false", "train.seeds=[0]", "train.eval_every=2",
+                                 "train.patience=2", "train.lr_patience=1", "train.epochs=3")
+    code, output = run_evaluate(tmp_path / "floor", [*base, "train.min_steps=30"])
+    assert code == 0
+    assert "warning: classification: arm 'real', stage train: its budget is its floor of 30 steps" in output
+    report = json.loads((tmp_path / "floor" / "report.json").read_text())
+    assert report["floor_bound"] and report["classification"]["convergence"]["real"]["steps_run"] == [30]
+    assert "raise the epochs, not the floor" in (tmp_path / "floor" / "report.html").read_text()
+    # the same budget given as epochs: no warning
+    code, output = run_evaluate(tmp_path / "epochs", [*base, "train.min_steps=2", "train.epochs=8"])
+    assert code == 0 and "warning" not in output
+    assert "floor_bound" not in json.loads((tmp_path / "epochs" / "report.json").read_text())
