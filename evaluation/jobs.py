@@ -483,7 +483,19 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def run_jobs(jobs: Sequence[Job], workers: int, advance: Any, cache: Path | None = None) -> dict[tuple[str, str, int], JobResult]:
+def job_line(job: Job, result: JobResult) -> str:
+    """One line on how a finished job trained: its last stage's steps, best step and budget, and its time."""
+    task, arm, seed = job.key
+    stages = result.logs or [{}]
+    last = stages[-1]
+    bound = " BUDGET-BOUND" if any(stage.get("budget_bound") for stage in stages) else ""
+    where = "from the cache" if result.cached else f"{result.seconds / 60:.1f} min"
+    return f"{task} '{arm}' seed {seed}: {last.get('steps', '?')} of {last.get('budget_steps', '?')} steps (best {last.get('best_step', '?')}){bound}, {where}"
+
+
+def run_jobs(
+    jobs: Sequence[Job], workers: int, advance: Any, cache: Path | None = None, finished: Callable[[Job, JobResult], None] | None = None
+) -> dict[tuple[str, str, int], JobResult]:
     """Run every job not already in ``cache``, in this process (``workers`` = 1) or in a pool of spawned processes.
 
     Args:
@@ -491,24 +503,31 @@ def run_jobs(jobs: Sequence[Job], workers: int, advance: Any, cache: Path | None
         workers: processes; each gets ``cores // workers`` torch threads (at least 1).
         advance: called once per finished job (a progress bar).
         cache: folder of stored results (None: no cache).
+        finished: called with each job and its result as it finishes (cached ones first), e.g. to log it.
 
     Returns:
         ``{job.key: result}``.
     """
     results: dict[tuple[str, str, int], JobResult] = {}
     pending: list[Job] = []
+
+    def done(job: Job, result: JobResult) -> None:
+        results[job.key] = result
+        if not result.cached:
+            store(cache, job, result)
+        if finished is not None:
+            finished(job, result)
+        advance()
+
     for job in jobs:
         cached = load_cached(cache, job)
         if cached is None:
             pending.append(job)
         else:
-            results[job.key] = cached
-            advance()
+            done(job, cached)
     if workers <= 1 or len(pending) <= 1:
         for job in pending:
-            results[job.key] = run_job(job)
-            store(cache, job, results[job.key])
-            advance()
+            done(job, run_job(job))
         return results
     threads = max(1, (os.cpu_count() or 1) // workers)
     # Longest jobs first (the most samples), so a pool does not end waiting on one long job.
@@ -519,7 +538,5 @@ def run_jobs(jobs: Sequence[Job], workers: int, advance: Any, cache: Path | None
         futures = [pool.submit(run_job, job) for job in pending]
         for future in as_completed(futures):
             result = future.result()
-            results[result.key] = result
-            store(cache, by_key[result.key], result)
-            advance()
+            done(by_key[result.key], result)
     return results

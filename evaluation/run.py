@@ -60,7 +60,7 @@ from evaluation.inputs import (
     generate_pool,
     stored_recipe,
 )
-from evaluation.jobs import DataPlan, Job, JobResult, floor_bound, forget_datasets, run_jobs
+from evaluation.jobs import DataPlan, Job, JobResult, floor_bound, forget_datasets, job_line, run_jobs
 from evaluation.phantoms import (
     PhantomPools,
     TranslationModels,
@@ -689,8 +689,14 @@ def _evaluate(recipe: EvaluateRecipe, out: Path, *, overwrite: bool, progress: b
         for line in floor_bound_stages:  # before hours of training, not after
             print(f"warning: {line}", file=sys.stderr)
         cache = Path(recipe.train.cache) if recipe.train.cache else None
+        count = iter(range(1, len(jobs) + 1))
+
+        def finished(job: Job, result: JobResult) -> None:  # hours of training are not silent
+            if progress:
+                print(f"evaluate: job {next(count)} of {len(jobs)}: {job_line(job, result)}", file=sys.stderr, flush=True)
+
         with progress_bar("evaluate: train and test", len(jobs), enabled=progress) as advance:
-            results = run_jobs(jobs, recipe.train.workers, advance, cache)
+            results = run_jobs(jobs, recipe.train.workers, advance, cache, finished)
         cached_jobs = sum(result.cached for result in results.values())  # before the shared arms are copied in
         _expand_shared(results, plan)
 

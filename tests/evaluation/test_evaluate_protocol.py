@@ -47,9 +47,14 @@ def test_finished_jobs_are_cached_and_an_extended_run_computes_only_what_is_new(
     assert first["jobs"] == {"total": 2, "from_cache": 0, "cache": str(cache)}
     assert len(list(cache.glob("*.json"))) == 2
 
-    assert run_evaluate(tmp_path / "second", [*base, "train.seeds=[0, 1]"])[0] == 0
+    code, output = run_evaluate(tmp_path / "second", [*base, "train.seeds=[0, 1]"])
+    assert code == 0
     second = json.loads((tmp_path / "second" / "report.json").read_text())
     assert second["jobs"]["total"] == 4 and second["jobs"]["from_cache"] == 2
+    # each job says how it ended as it finishes: the cached ones first, then the new seed's
+    lines = [line for line in output.splitlines() if line.startswith("evaluate: job ")]
+    assert len(lines) == 4 and all("from the cache" in line for line in lines[:2]) and not any("from the cache" in line for line in lines[2:])
+    assert "classification 'classic' seed 1: " in output and " steps (best " in lines[3] and lines[3].endswith(" min")
     one, two = np.load(tmp_path / "first" / "predictions.npz"), np.load(tmp_path / "second" / "predictions.npz")
     for arm in ("real", "classic"):
         np.testing.assert_array_equal(one[f"classification/{arm}/probabilities"][0], two[f"classification/{arm}/probabilities"][0])
