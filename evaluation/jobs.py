@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import sys
 import time
@@ -243,18 +242,20 @@ def stage_size(plan: StagePlan, data: DataPlan) -> int:
 
 
 def floor_bound(jobs: Sequence[Job]) -> list[str]:
-    """One line per (arm, stage) whose budget is its floor ``min_steps``: early stopping never ends a stage
-    before its floor, so such a stage runs its whole budget, converged or not (a floor raised above the epoch
-    budget; raise ``epochs`` instead)."""
+    """One line per (arm, stage) whose floor ``min_steps`` raised its budget above its epochs: early stopping
+    never ends a stage before its floor, so such a stage runs its whole budget, converged or not (raise
+    ``epochs`` instead)."""
     lines: dict[tuple[str, str, str], str] = {}
     for job in jobs:
         for plan in job.stages:
             size = stage_size(plan, job.data)
-            budget = budget_steps(size, job.settings.batch_size, plan.epochs, plan.min_steps)
-            if size and plan.min_steps > 0 and budget <= plan.min_steps:
+            if not size:
+                continue
+            by_epochs = budget_steps(size, job.settings.batch_size, plan.epochs, 0)
+            if plan.min_steps > by_epochs:
                 lines[(job.task.value, job.arm.name, plan.name)] = (
-                    f"{job.task.value}: arm '{job.arm.name}', stage {plan.name}: its budget is its floor of {plan.min_steps} steps "
-                    f"({plan.epochs:g} epochs of {size} samples are {math.ceil(plan.epochs * math.ceil(size / min(job.settings.batch_size, size)))}), "
+                    f"{job.task.value}: arm '{job.arm.name}', stage {plan.name}: its floor of {plan.min_steps} steps is its budget "
+                    f"({plan.epochs:g} epochs of {size} samples are {by_epochs} steps), "
                     f"and early stopping never ends a stage before its floor, so it runs all {plan.min_steps} steps whatever its validation "
                     "loss does: raise the epochs, not the floor"
                 )

@@ -24,8 +24,12 @@ def test_tiny_recipe_end_to_end(tiny_inputs: Any, run_evaluate: Run, tmp_path: P
     monkeypatch.setattr(sys, "argv", ["augment", "evaluate", "tiny-evaluate", "--out", str(out), *(f"--set={o}" for o in tiny_inputs.overrides())])
     code, output = run_evaluate(out, tiny_inputs.overrides())
     assert code == 0, output
-    assert output.strip() == f"wrote {out / 'report.html'} and {out / 'report.json'}"
+    *progress, result = output.strip().splitlines()
+    assert result == f"wrote {out / 'report.html'} and {out / 'report.json'}"
     assert sorted(p.name for p in out.iterdir()) == ["inputs", "predictions.npz", "report.html", "report.json", "summary.json"]
+    # before it: one line per job as it finished, and nothing else (the shipped tiny recipe raises no warning)
+    assert len(progress) == json.loads((out / "report.json").read_text())["jobs"]["total"]
+    assert all(re.fullmatch(r"evaluate: job \d+ of \d+: (classification|segmentation) '.+' seed \d: .+ steps \(best \d+\).*", line) for line in progress), progress
     assert not list(out.parent.glob(".*"))  # no staging folder left behind
 
     report = json.loads((out / "report.json").read_text())

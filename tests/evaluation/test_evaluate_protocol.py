@@ -178,7 +178,7 @@ def test_a_floor_above_the_epoch_budget_is_warned_of_before_training(tiny_inputs
                                  "train.patience=2", "train.lr_patience=1", "train.epochs=3")
     code, output = run_evaluate(tmp_path / "floor", [*base, "train.min_steps=30"])
     assert code == 0
-    assert "warning: classification: arm 'real', stage train: its budget is its floor of 30 steps" in output
+    assert "warning: classification: arm 'real', stage train: its floor of 30 steps is its budget (3 epochs of 27 samples are 12 steps)" in output
     report = json.loads((tmp_path / "floor" / "report.json").read_text())
     assert report["floor_bound"] and report["classification"]["convergence"]["real"]["steps_run"] == [30]
     assert "raise the epochs, not the floor" in (tmp_path / "floor" / "report.html").read_text()
