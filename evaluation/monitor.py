@@ -23,7 +23,8 @@ to ``monitor.jsonl`` and one compact line to the terminal.
 
 Selection (``monitor.select``): ``"kid-covered"`` (the default) ships the step with the lowest KID over all
 classes together among the steps whose coverage (all classes) is at least ``MIN_COVERAGE``; ``"kid"`` the
-lowest KID of any step; ``"last"`` the last step, whatever its scores (for a recipe whose monitor pick lost a
+lowest KID of any step; ``"criteria"`` the step whose classes miss the fewest diversity criteria of
+:func:`evaluation.diversity.compare_diversity` (among the covered steps), then the lowest KID; ``"last"`` the last step, whatever its scores (for a recipe whose monitor pick lost a
 downstream comparison on the tuning cohort: the scores stay on record). On a tie the earlier step; a NaN KID never wins; when no step qualifies, the first.
 KID alone is not enough: a generator collapsed onto the mean lesion matches the reference's mean features
 and scores a low KID (measured: KID 0.72 at recall 0.00, coverage 0.00, against 1.24 for a diverse run),
@@ -77,6 +78,9 @@ SELECTION_NOTE = {
     "kid": "lowest KID (mean over subsets) of all classes together against the reference; the earlier step on a tie",
     "kid-covered": f"lowest KID (mean over subsets) of all classes together among the steps with coverage >= {MIN_COVERAGE} "
     "(a collapsed generator can score a low KID); the earlier step on a tie",
+    "criteria": f"among the steps with coverage >= {MIN_COVERAGE}, the fewest diversity criteria missed over the classes "
+    "(nearest-neighbour distance, nearest mask IoU, lesion area and bright-pixel fraction against the reference lesions), "
+    "then the lowest KID of all classes together; the earlier step on a tie",
     "last": "the last step (the scores are a record, not the choice: set where a downstream comparison on the tuning cohort "
     "preferred the last step to the monitor's pick)",
 }
@@ -297,9 +301,24 @@ def criterion(scores: Mapping[str, Any], select: str, step: int = 0) -> float:
         return -float(step)
     total = scores.get("all", {})
     value = total.get("kid")
-    if select == "kid-covered" and not (total.get("coverage") or 0.0) >= MIN_COVERAGE:
+    if select in ("kid-covered", "criteria") and not (total.get("coverage") or 0.0) >= MIN_COVERAGE:
         return math.inf
-    return float(value) if value is not None else math.inf
+    kid = float(value) if value is not None else math.inf
+    if select != "criteria" or math.isnan(kid) or math.isinf(kid):
+        return kid
+    # lexicographic in one number: the count of criteria missed, then KID squashed into (0, 1)
+    return float(missed_criteria(scores)) + 0.5 + math.atan(kid) / math.pi
+
+
+def missed_criteria(scores: Mapping[str, Any]) -> int:
+    """How many diversity criteria (:func:`evaluation.diversity.compare_diversity`) the classes miss, summed over
+    the classes (``"all"`` counts only for a one-class model)."""
+    classes = [name for name in scores if name != "all"] or ["all"]
+    missed = 0
+    for name in classes:
+        diversity = scores[name].get("diversity") or {}
+        missed += len(set(diversity.get("criteria") or {}) - set(diversity.get("passed") or []))
+    return missed
 
 
 def compact_line(step: int, scores: Mapping[str, Any], seconds: float, best_step: int | None = None) -> str:
@@ -476,14 +495,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reference", type=Path, required=True, help="HDF5 of real lesions of other patients (the tuning cohort)")
     parser.add_argument("--data", type=Path, default=None, help="the run's training file (memorisation and the patient check)")
     parser.add_argument("--samples-per-class", type=int, default=256)
+    parser.add_argument("--select", choices=[name for name in SELECTION_NOTE if name != "last"], default="kid-covered", help="the selection rule (as monitor.select)")
     arguments = parser.parse_args(argv)
     try:
         records = score_checkpoints(arguments.run, arguments.reference, arguments.data, arguments.samples_per_class)
     except AugmentorError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    best = min(records, key=lambda record: (criterion(record["scores"], "kid-covered"), record["step"]))
-    print(f"best: step {best['step']} ({SELECTION_NOTE['kid-covered']}); all scores in {POSTHOC_LOG}")
+    best = min(records, key=lambda record: (criterion(record["scores"], arguments.select), record["step"]))
+    print(f"best: step {best['step']} ({SELECTION_NOTE[arguments.select]}); all scores in {POSTHOC_LOG}")
     return 0
 
 

@@ -195,7 +195,7 @@ class DataSection:
             raise ValueError(f"hu_window low {self.hu_window[0]} must be below high {self.hu_window[1]}")
 
 
-MonitorSelectName = Literal["kid-covered", "kid", "last"]
+MonitorSelectName = Literal["kid-covered", "kid", "criteria", "last"]
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,9 @@ class MonitorSection:
 
     ``select = "kid-covered"`` (default): the step with the lowest KID over all classes together among those whose
     coverage is at least 0.3 ships (a collapsed generator can score a low KID); ``"kid"``: the lowest KID of any
-    step. The earliest on a tie. ``"last"``: the last step ships; the scores are kept as a record.
+    step; ``"criteria"``: among the covered steps, the one whose classes miss the fewest diversity criteria
+    (nearest-neighbour distance, mask IoU, lesion area, bright-pixel fraction), then the lowest KID. The
+    earliest on a tie. ``"last"``: the last step ships; the scores are kept as a record.
     """
 
     reference: str = ""  # HDF5 file of real lesions of patients the training file does not hold

@@ -140,7 +140,7 @@ def test_a_reference_sharing_patients_is_refused(tiny_h5: Path, tmp_path: Path) 
         ("monitor.every=-1", "every must be >= 0"),
         ("monitor.every=10", "set monitor.reference"),
         ("monitor.samples_per_class=4", "samples_per_class must be >= 8"),
-        ("monitor.select=fid", "'fid' is not one of 'kid-covered', 'kid'"),
+        ("monitor.select=fid", "'fid' is not one of 'kid-covered', 'kid', 'criteria'"),
         ("monitor.evry=3", "did you mean 'every'"),
     ],
 )
@@ -237,6 +237,24 @@ def test_a_collapsed_step_with_the_lowest_kid_is_not_selected() -> None:
     assert criterion({"all": {"kid": 0.5, "coverage": MIN_COVERAGE}}, "kid-covered") == 0.5
     with pytest.raises(ValueError, match="valid: kid, kid-covered"):
         criterion(diverse, "fid")
+
+
+def test_select_criteria_prefers_the_step_missing_fewer_diversity_criteria_then_the_lower_kid() -> None:
+    def step(kid: float, missed: dict[str, int], coverage: float = 0.6) -> dict[str, Any]:
+        names = ["nn_distance", "nn_mask_iou", "lesion_area", "bright_fraction"]
+        scores: dict[str, Any] = {
+            name: {"diversity": {"criteria": dict.fromkeys(names, 1.0), "passed": names[count:]}} for name, count in missed.items()
+        }
+        scores["all"] = {"kid": kid, "coverage": coverage, "diversity": {"criteria": dict.fromkeys(names, 1.0), "passed": []}}
+        return scores
+
+    early = step(0.2, {"benign": 1, "malignant": 1})  # the lower KID, two criteria missed
+    late = step(1.5, {"benign": 0, "malignant": 1})  # a higher KID, one missed
+    assert criterion(early, "kid-covered") < criterion(late, "kid-covered")
+    assert criterion(late, "criteria") < criterion(early, "criteria")
+    assert criterion(step(0.9, {"benign": 0, "malignant": 1}), "criteria") < criterion(late, "criteria")  # same count: the KID decides
+    assert criterion(step(-0.01, {"benign": 2, "malignant": 0}), "criteria") > criterion(step(40.0, {"benign": 1, "malignant": 0}), "criteria")
+    assert criterion(step(0.1, {"benign": 0, "malignant": 0}, coverage=0.1), "criteria") == float("inf")  # collapsed: never
 
 
 def test_select_last_ships_the_last_step_whatever_its_scores() -> None:
