@@ -319,11 +319,22 @@ def evaluate_command(
                      "and stop: the file to train a generator on, so that it never sees the patients that early-stop the arms. "
                      "--out is not written."),
     ] = None,
+    plan: Annotated[
+        bool,
+        typer.Option("--plan", help="Print the jobs the run would train (budgets, and which the cache holds) and stop; inputs are checked "
+                     "and built as for a run. --out is not needed."),
+    ] = False,
 ) -> None:
     """Retrain downstream classifiers/segmenters with and without synthetic data, and report the difference."""
     from augmentor.recipes import load_recipe
 
     evaluate_recipe = load_recipe(recipe, overrides or [], expect="evaluate")
+    if plan:
+        from evaluation.run import plan_evaluation
+
+        for line in plan_evaluation(evaluate_recipe, progress=True):
+            typer.echo(line)
+        return
     if export_train is not None:
         from evaluation.export import export_training_split
 

@@ -484,6 +484,22 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+IN_CACHE = "in the cache"
+
+
+def plan_line(job: Job, cache: Path | None) -> str:
+    """One line on a job before it runs: each stage's budget in steps (epochs of how many samples, floor), and
+    whether ``cache`` already holds its result."""
+    task, arm, seed = job.key
+    stages = []
+    for plan in job.stages:
+        size = stage_size(plan, job.data)
+        budget = budget_steps(size, job.settings.batch_size, plan.epochs, plan.min_steps) if size else 0
+        stages.append(f"{plan.name} {budget} steps at most ({plan.epochs:g} epochs of {size} samples, floor {plan.min_steps})")
+    where = IN_CACHE if load_cached(cache, job) is not None else "to train"
+    return f"{task} '{arm}' seed {seed}: {'; '.join(stages)}: {where}"
+
+
 def job_line(job: Job, result: JobResult) -> str:
     """One line on how a finished job trained: its last stage's steps, best step and budget, and its time."""
     task, arm, seed = job.key

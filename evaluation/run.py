@@ -60,7 +60,17 @@ from evaluation.inputs import (
     generate_pool,
     stored_recipe,
 )
-from evaluation.jobs import DataPlan, Job, JobResult, floor_bound, forget_datasets, job_line, run_jobs
+from evaluation.jobs import (
+    IN_CACHE,
+    DataPlan,
+    Job,
+    JobResult,
+    floor_bound,
+    forget_datasets,
+    job_line,
+    plan_line,
+    run_jobs,
+)
 from evaluation.phantoms import (
     PhantomPools,
     TranslationModels,
@@ -636,7 +646,23 @@ def evaluate(
     return _evaluate(resolved, Path(out_dir), overwrite=overwrite, progress=progress, network_factory=network_factory)
 
 
-def _evaluate(recipe: EvaluateRecipe, out: Path, *, overwrite: bool, progress: bool, network_factory: Any = None) -> Path:
+def plan_evaluation(recipe: EvaluateRecipe | str | Path, *, overrides: Sequence[str] = (), progress: bool = True, network_factory: Any = None) -> list[str]:
+    """What :func:`evaluate` would train, without training: one line per job (its stages' budgets, and whether
+    the cache holds it), then a total. Inputs are checked and built as for a run (a recipe's ``cohort_dir``
+    and ``phantoms.dir`` keep what is built there; the rest is discarded); nothing else is written."""
+    import tempfile
+
+    resolved = recipe if isinstance(recipe, EvaluateRecipe) else load_recipe(recipe, overrides, expect="evaluate")
+    lines: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="augment-plan-") as folder:
+        _evaluate(resolved, Path(folder) / "plan", overwrite=False, progress=progress, network_factory=network_factory, plan_lines=lines)
+    return lines
+
+
+def _evaluate(
+    recipe: EvaluateRecipe, out: Path, *, overwrite: bool, progress: bool, network_factory: Any = None, plan_lines: list[str] | None = None
+) -> Path:
+    """Run the protocol (see :func:`evaluate`); with ``plan_lines``, stop before training and fill it with the plan."""
     from evaluation.report import FORMAT, FORMAT_VERSION, load_report, write_report
     from evaluation.summary import SUMMARY_JSON, write_summary
 
@@ -689,6 +715,12 @@ def _evaluate(recipe: EvaluateRecipe, out: Path, *, overwrite: bool, progress: b
         for line in floor_bound_stages:  # before hours of training, not after
             print(f"warning: {line}", file=sys.stderr)
         cache = Path(recipe.train.cache) if recipe.train.cache else None
+        if plan_lines is not None:
+            plan_lines += [plan_line(job, cache) for job in jobs]
+            cached = sum(line.endswith(IN_CACHE) for line in plan_lines)
+            plan_lines.append(f"{len(jobs)} jobs, {cached} of them in the cache ({cache or 'no cache'}): {len(jobs) - cached} to train")
+            shutil.rmtree(staging, ignore_errors=True)
+            return out
         count = iter(range(1, len(jobs) + 1))
 
         def finished(job: Job, result: JobResult) -> None:  # hours of training are not silent

@@ -186,3 +186,19 @@ def test_a_floor_above_the_epoch_budget_is_warned_of_before_training(tiny_inputs
     code, output = run_evaluate(tmp_path / "epochs", [*base, "train.min_steps=2", "train.epochs=8"])
     assert code == 0 and "warning" not in output
     assert "floor_bound" not in json.loads((tmp_path / "epochs" / "report.json").read_text())
+
+
+def test_plan_lists_the_jobs_and_which_the_cache_holds_without_training(tiny_inputs: Any, run_evaluate: Run, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    base = tiny_inputs.overrides(*QUICK, 'arms.classification=["real", "classic"]', f"train.cache={cache}", "arms.reference=false", "train.seeds=[0, 1]")
+    code, output = run_evaluate(tmp_path / "planned", base, "--plan")
+    assert code == 0 and not (tmp_path / "planned").exists() and not cache.exists()  # nothing trained, nothing written
+    lines = output.strip().splitlines()
+    assert lines[-1] == f"4 jobs, 0 of them in the cache ({cache}): 4 to train"
+    assert "classification 'classic' seed 1: train 8 steps at most (2 epochs of 27 samples, floor 8): to train" in lines
+
+    assert run_evaluate(tmp_path / "run", [*base[:-1], "train.seeds=[0]"])[0] == 0  # seed 0 trained and cached
+    lines = run_evaluate(tmp_path / "planned", base, "--plan")[1].strip().splitlines()
+    assert lines[-1] == f"4 jobs, 2 of them in the cache ({cache}): 2 to train"
+    assert sorted(line.endswith("in the cache") for line in lines[:-1]) == [False, False, True, True]
+    assert all(line.endswith("in the cache") == (" seed 0: " in line) for line in lines[:-1])
