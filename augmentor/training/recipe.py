@@ -32,8 +32,8 @@ be set from the command line (``augment train RECIPE --set model.upsample=resize
   above 4), formed within each data-parallel rank's rows (statistics are per rank).
 - ``model.mask_output`` ("tanh" | "logits"): the generator's mask channel through tanh, or as a logit
   that the discriminator sees as ``2 sigmoid(logit) - 1``; either way the mask is ``value > 0``.
-- ``model.upsample`` ("transposed" | "resize"): transposed convolutions, or nearest x2 + 3x3 convolution
-  (Odena et al. 2016).
+- ``model.upsample`` ("transposed" | "resize" | "bilinear"): transposed convolutions, or nearest x2 + 3x3
+  convolution (Odena et al. 2016), or bilinear x2 + 3x3 convolution.
 - ``model.embedding_init`` ("dcgan" | "unit"): the generator's class embedding from N(0, 0.02) or N(0, 1).
 - ``train.r1_gamma`` (0) and ``train.r1_every`` (1): R1 penalty ``γ/2 E||grad_x D(x)||^2`` on the reals
   (Mescheder et al. 2018), lazily every k updates times k (StyleGAN2); cgan only, and not with a
@@ -67,7 +67,7 @@ LossName = Literal["non-saturating", "hinge", "wasserstein"]
 AugmentationName = Literal["color", "translation", "cutout"]
 MixedPrecisionName = Literal["auto", "bf16", "fp16", "off"]
 # The generator's options (augmentor.models.dcgan: Upsample, MaskOutput, EmbeddingInit); a test keeps them in step.
-UpsampleName = Literal["transposed", "resize"]
+UpsampleName = Literal["transposed", "resize", "bilinear"]
 MaskOutputName = Literal["tanh", "logits"]
 EmbeddingInitName = Literal["dcgan", "unit"]
 

@@ -103,6 +103,29 @@ def test_resize_upsampling_has_no_transposed_convolution() -> None:
     assert resize(latents, labels).shape == transposed(latents, labels).shape == (5, 2, 32, 32)
 
 
+def test_bilinear_upsampling_leaves_no_blocks_of_the_start_map() -> None:
+    """A nearest resize copies each cell of the 4x4 start map into a block (the square frames of an undertrained
+    generator); a bilinear one does not. Shown on the resize path alone: the start map through the upsamplings,
+    with identity convolutions."""
+    torch.manual_seed(0)
+    outputs = {}
+    for mode in ("resize", "bilinear"):
+        network = ConditionalDCGANGenerator(2, latent_dim=8, image_size=32, base_channels=4, embedding_dim=4, upsample=mode)
+        upsamplers = [m for m in network.modules() if isinstance(m, nn.Upsample)]
+        assert len(upsamplers) == 3 and {m.mode for m in upsamplers} == {"nearest" if mode == "resize" else "bilinear"}
+        start = torch.randn(1, 1, 4, 4)
+        for upsampler in upsamplers:
+            start = upsampler(start)
+        outputs[mode] = start[0, 0]
+    # nearest: 8x8 blocks of one value each; bilinear: neighbours inside a block differ
+    assert torch.equal(outputs["resize"][:8, :8], outputs["resize"][0, 0].expand(8, 8))
+    assert outputs["bilinear"][:8, :8].std() > 0.05
+    network = ConditionalDCGANGenerator(3, latent_dim=8, image_size=32, base_channels=4, embedding_dim=4, upsample="bilinear")
+    assert network(torch.randn(5, 8), torch.tensor([0, 1, 2, 0, 1])).shape == (5, 2, 32, 32)
+    assert network.config["upsample"] == "bilinear"
+    assert [type(m) for m in fold_resize_upsampling(copy.deepcopy(network)).modules()] == [type(m) for m in network.modules()]  # not folded
+
+
 @pytest.mark.parametrize("size", [8, 32])
 def test_folding_resize_upsampling_into_transposed_convolutions_keeps_the_outputs(size: int) -> None:
     torch.manual_seed(1)
