@@ -81,6 +81,8 @@ SELECTION_NOTE = {
     "criteria": f"among the steps with coverage >= {MIN_COVERAGE}, the fewest diversity criteria missed over the classes "
     "(nearest-neighbour distance, nearest mask IoU, lesion area and bright-pixel fraction against the reference lesions), "
     "then the lowest KID of all classes together; the earlier step on a tie",
+    "c2st": f"among the steps with coverage >= {MIN_COVERAGE}, the lowest classifier two-sample AUC (a CNN telling the generated "
+    "lesions of all classes from the reference's; 0.5: indistinguishable); the earlier step on a tie",
     "last": "the last step (the scores are a record, not the choice: set where a downstream comparison on the tuning cohort "
     "preferred the last step to the monitor's pick)",
 }
@@ -190,10 +192,11 @@ class Scorer:
 
     def __init__(
         self, reference: Reference, class_names: Sequence[str], window: tuple[float, float], training_images: np.ndarray | None,
-        *, latent_dim: int, samples_per_class: int, seed: int, cache: Path | None,
+        *, latent_dim: int, samples_per_class: int, seed: int, cache: Path | None, detectability: bool = False,
     ) -> None:
         from evaluation.fidelity import embed
 
+        self.detectability = detectability
         self.reference = reference
         self.class_names = tuple(class_names)
         self.window = window
@@ -290,6 +293,12 @@ class Scorer:
                 },
                 "near_copy_fraction": None if flags is None else float(np.mean(flags)) if len(flags) else None,
             }
+        if self.detectability:
+            from evaluation.detectability import two_sample_test
+
+            _, _, real, fake, _ = groups["all"]
+            tested = two_sample_test(real.hu, fake.hu, self.window, seed=derive_seed(self.seed, "monitor-c2st"))
+            scores["all"]["c2st_auc"], scores["all"]["c2st_accuracy"] = tested["auc"], tested["accuracy"]
         return json_ready(scores, significant=6)
 
 
@@ -301,8 +310,11 @@ def criterion(scores: Mapping[str, Any], select: str, step: int = 0) -> float:
         return -float(step)
     total = scores.get("all", {})
     value = total.get("kid")
-    if select in ("kid-covered", "criteria") and not (total.get("coverage") or 0.0) >= MIN_COVERAGE:
+    if select in ("kid-covered", "criteria", "c2st") and not (total.get("coverage") or 0.0) >= MIN_COVERAGE:
         return math.inf
+    if select == "c2st":
+        auc = total.get("c2st_auc")
+        return float(auc) if auc is not None else math.inf
     kid = float(value) if value is not None else math.inf
     if select != "criteria" or math.isnan(kid) or math.isinf(kid):
         return kid
@@ -334,7 +346,8 @@ def compact_line(step: int, scores: Mapping[str, Any], seconds: float, best_step
         f"monitor step {step}: KID {number(total.get('kid'), '.4f')}  precision {number(total.get('precision'), '.2f')}  "
         f"recall {number(total.get('recall'), '.2f')}  coverage {number(total.get('coverage'), '.2f')}  "
         f"NN-distance ratio {number(diversity.get('nn_distance'), '.2f')}  mask-IoU excess {number(diversity.get('nn_mask_iou'), '+.2f')}  "
-        f"near-copies {number(flagged, '.1%')}  ({seconds:.0f} s)" + (f"  best: step {best_step}" if best_step is not None else "")
+        f"near-copies {number(flagged, '.1%')}" + (f"  C2ST AUC {total['c2st_auc']:.3f}" if total.get("c2st_auc") is not None else "")
+        + f"  ({seconds:.0f} s)" + (f"  best: step {best_step}" if best_step is not None else "")
     )
 
 
@@ -362,6 +375,7 @@ class TrainingMonitor:
         self.scorer = Scorer(
             reference, training_set.class_names, training_set.hu_window, training_images, latent_dim=latent_dim,
             samples_per_class=section.samples_per_class, seed=settings.seed, cache=self.directory / FEATURE_CACHE,
+            detectability=section.detectability,
         )
         self.best_step: int | None = None
         self.best_value = math.inf
@@ -429,7 +443,9 @@ class TrainingMonitor:
 # ------------------------------------------------------------------------------------------ post hoc ----
 
 
-def score_checkpoints(run: str | Path, reference: str | Path, data: str | Path | None = None, samples_per_class: int = 256) -> list[dict[str, Any]]:
+def score_checkpoints(
+    run: str | Path, reference: str | Path, data: str | Path | None = None, samples_per_class: int = 256, detectability: bool = False
+) -> list[dict[str, Any]]:
     """Score every checkpoint still in a run directory, as the monitor would have (``monitor-posthoc.jsonl``).
 
     Args:
@@ -438,6 +454,7 @@ def score_checkpoints(run: str | Path, reference: str | Path, data: str | Path |
         data: the run's training file: enables the memorisation number and the patient check (its SHA-256
             must be the checkpoints'); without it, the HU window and channels come from the reference file.
         samples_per_class: generated samples per class.
+        detectability: also the classifier two-sample test (about a minute a checkpoint on 2 CPU cores).
 
     Returns:
         One record per checkpoint, oldest first.
@@ -471,7 +488,7 @@ def score_checkpoints(run: str | Path, reference: str | Path, data: str | Path |
         shape = info.image_shape
     scorer = Scorer(
         load_reference(reference, class_names, shape), class_names, window, training_images, latent_dim=recipe.model.latent_dim,
-        samples_per_class=samples_per_class, seed=recipe.train.seed, cache=folder / FEATURE_CACHE,
+        samples_per_class=samples_per_class, seed=recipe.train.seed, cache=folder / FEATURE_CACHE, detectability=detectability,
     )
     generator = build_generator(recipe, len(class_names), shape[0])
     records = []
@@ -496,9 +513,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=None, help="the run's training file (memorisation and the patient check)")
     parser.add_argument("--samples-per-class", type=int, default=256)
     parser.add_argument("--select", choices=[name for name in SELECTION_NOTE if name != "last"], default="kid-covered", help="the selection rule (as monitor.select)")
+    parser.add_argument("--detectability", action="store_true", help="also the classifier two-sample test (implied by --select c2st)")
     arguments = parser.parse_args(argv)
     try:
-        records = score_checkpoints(arguments.run, arguments.reference, arguments.data, arguments.samples_per_class)
+        detectability = arguments.detectability or arguments.select == "c2st"
+        records = score_checkpoints(arguments.run, arguments.reference, arguments.data, arguments.samples_per_class, detectability)
     except AugmentorError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

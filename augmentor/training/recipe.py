@@ -195,7 +195,7 @@ class DataSection:
             raise ValueError(f"hu_window low {self.hu_window[0]} must be below high {self.hu_window[1]}")
 
 
-MonitorSelectName = Literal["kid-covered", "kid", "criteria", "last"]
+MonitorSelectName = Literal["kid-covered", "kid", "criteria", "c2st", "last"]
 
 
 @dataclass(frozen=True)
@@ -206,14 +206,17 @@ class MonitorSection:
     ``select = "kid-covered"`` (default): the step with the lowest KID over all classes together among those whose
     coverage is at least 0.3 ships (a collapsed generator can score a low KID); ``"kid"``: the lowest KID of any
     step; ``"criteria"``: among the covered steps, the one whose classes miss the fewest diversity criteria
-    (nearest-neighbour distance, mask IoU, lesion area, bright-pixel fraction), then the lowest KID. The
-    earliest on a tie. ``"last"``: the last step ships; the scores are kept as a record.
+    (nearest-neighbour distance, mask IoU, lesion area, bright-pixel fraction), then the lowest KID;
+    ``"c2st"``: among the covered steps, the one whose lesions a CNN tells least well from the reference's
+    (classifier two-sample AUC, all classes together; needs ``detectability = true``, which scores it at every
+    check, about a minute on 2 CPU cores). The earliest on a tie. ``"last"``: the last step ships; the scores are kept as a record.
     """
 
     reference: str = ""  # HDF5 file of real lesions of patients the training file does not hold
     every: int = 0  # steps between scores (and at the end); 0: no monitor
     samples_per_class: int = 256
     select: MonitorSelectName = "kid-covered"
+    detectability: bool = False  # also a classifier two-sample test at every check (evaluation.detectability)
 
     def __post_init__(self) -> None:
         if self.every < 0:
@@ -222,6 +225,8 @@ class MonitorSection:
             raise ValueError(f"samples_per_class must be >= 8 (precision and recall use 5 nearest neighbours), got {self.samples_per_class}")
         if self.every > 0 and not self.reference:
             raise ValueError("every > 0 needs a reference file of real lesions: set monitor.reference")
+        if self.select == "c2st" and not self.detectability:
+            raise ValueError('select = "c2st" needs the two-sample test at every check: set monitor.detectability = true')
 
 
 @register_recipe_kind("gan")

@@ -62,6 +62,24 @@ def test_monitor_scores_at_its_steps_and_ships_the_best(tiny_h5: Path, reference
     assert card["recipe"]["monitor"]["reference"] == "test.h5"  # no folder in the card
 
 
+def test_detectability_is_scored_at_every_check_and_select_c2st_ships_the_least_detectable_covered_step(
+    tiny_h5: Path, reference: Path, tmp_path: Path
+) -> None:
+    out = train(monitored(reference, "train.steps=8", "monitor.detectability=true", "monitor.select=c2st"), tiny_h5, tmp_path / "run", progress=False)
+    lines = log(out)
+    assert [line["step"] for line in lines] == [4, 8]
+    for line in lines:
+        assert 0.0 <= line["scores"]["all"]["c2st_auc"] <= 1.0 and 0.0 <= line["scores"]["all"]["c2st_accuracy"] <= 1.0
+        assert "c2st_auc" not in line["scores"]["round"]  # all classes together only
+    values = {line["step"]: criterion(line["scores"], "c2st") for line in lines}
+    qualified = [step for step in values if values[step] < float("inf")]
+    best = min(qualified, key=lambda step: (values[step], step)) if qualified else lines[0]["step"]
+    assert json.loads((out / MODEL_CARD).read_text())["monitor"]["selected_step"] == best
+    # the rule itself: covered steps only, the lower AUC first
+    assert criterion({"all": {"kid": 0.1, "coverage": 0.6, "c2st_auc": 0.9}}, "c2st") > criterion({"all": {"kid": 0.9, "coverage": 0.6, "c2st_auc": 0.7}}, "c2st")
+    assert criterion({"all": {"kid": 0.1, "coverage": 0.1, "c2st_auc": 0.5}}, "c2st") == float("inf")
+
+
 def test_the_selected_step_ships_not_the_last(tiny_h5: Path, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """KID is made lowest at step 8 of 12: the model must be step 8's EMA generator."""
     kid_of_step = iter([0.5, 0.1, 0.3])
@@ -140,7 +158,8 @@ def test_a_reference_sharing_patients_is_refused(tiny_h5: Path, tmp_path: Path) 
         ("monitor.every=-1", "every must be >= 0"),
         ("monitor.every=10", "set monitor.reference"),
         ("monitor.samples_per_class=4", "samples_per_class must be >= 8"),
-        ("monitor.select=fid", "'fid' is not one of 'kid-covered', 'kid', 'criteria'"),
+        ("monitor.select=fid", "'fid' is not one of 'kid-covered', 'kid', 'criteria', 'c2st'"),
+        ("monitor.select=c2st", "set monitor.detectability = true"),
         ("monitor.evry=3", "did you mean 'every'"),
     ],
 )
