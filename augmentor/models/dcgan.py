@@ -17,9 +17,9 @@ channels:
 Options the mode-collapse study of issue #13 tries (defaults: the original architecture):
 ``upsample="resize"`` doubles the size by a nearest-neighbour resize and a 3x3 convolution instead of a
 transposed convolution (Odena et al. 2016, "Deconvolution and checkerboard artifacts"; the 1x1 -> 4x4
-projection becomes a linear layer); ``upsample="bilinear"`` resizes bilinearly instead: a nearest resize
-copies each cell of the 4x4 start map into a 16x16 block of a 64x64 output, and an undertrained generator shows
-those blocks as square frames around the lesion (seen in the shipped models' samples). ``embedding_init="unit"`` draws the class embedding from N(0, 1)
+projection becomes a linear layer); ``upsample="bilinear"`` resizes bilinearly instead, so no map is copied
+into blocks of equal values (a candidate against the square frames around the lesion in the shipped models'
+samples, whose edges do not sit on the 4x4 start map's grid: untested). ``embedding_init="unit"`` draws the class embedding from N(0, 1)
 instead of DCGAN's N(0, 0.02), so the class is not a whisper next to an N(0, 1) latent at the start.
 
 For sampling, :func:`fold_resize_upsampling` rewrites each resize + 3x3 convolution as the one strided
@@ -61,7 +61,7 @@ MINIBATCH_STD_GROUP = 4  # Karras et al. 2018's group size
 class Upsample(StrEnum):
     TRANSPOSED = "transposed"  # ConvTranspose2d(4, stride 2), as in DCGAN
     RESIZE = "resize"  # nearest x2 then a 3x3 convolution (Odena et al. 2016)
-    BILINEAR = "bilinear"  # bilinear x2 then a 3x3 convolution: no blocks of the 4x4 start map survive
+    BILINEAR = "bilinear"  # bilinear x2 then a 3x3 convolution: no map copied into blocks
 
 
 class MaskOutput(StrEnum):

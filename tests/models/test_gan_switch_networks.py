@@ -104,9 +104,8 @@ def test_resize_upsampling_has_no_transposed_convolution() -> None:
 
 
 def test_bilinear_upsampling_leaves_no_blocks_of_the_start_map() -> None:
-    """A nearest resize copies each cell of the 4x4 start map into a block (the square frames of an undertrained
-    generator); a bilinear one does not. Shown on the resize path alone: the start map through the upsamplings,
-    with identity convolutions."""
+    """A nearest resize copies each cell of the 4x4 start map into a block; a bilinear one does not (shown on the
+    upsamplings alone). The bilinear network runs, records its switch and is not folded."""
     torch.manual_seed(0)
     outputs = {}
     for mode in ("resize", "bilinear"):
