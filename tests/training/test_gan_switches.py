@@ -199,7 +199,7 @@ def test_every_switch_is_a_typed_override_stored_in_the_resolved_recipe() -> Non
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("model.upsample=bilinear", "'bilinear' is not one of"),
+        ("model.upsample=bicubic", "'bicubic' is not one of"),
         ("model.mask_output=logit", "did you mean 'logits'"),
         ("model.minibatch_std=4", "expected true or false"),
         ("train.r1_gamma=-1", "r1_gamma must be >= 0"),
