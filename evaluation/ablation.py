@@ -1,0 +1,162 @@
+"""Ablation records of GAN training runs, and their table: what each change did, from the runs' own logs.
+
+A generator study (issue #13) trains a recipe several times with one or two values changed and compares the
+monitor's scores (:mod:`evaluation.monitor`: KID, coverage, the diversity criteria, the classifier two-sample
+AUC) at the same steps. This module turns run directories into one committed JSON record and prints the table
+from it, so the table in a note or the README is generated from a file, not typed:
+
+    python -m evaluation.ablation runs/A runs/B --base onishi-lung-dcgan --what "..." --setting "..." \\
+        --out results/ablations/NAME.json
+    python -m evaluation.ablation --table results/ablations/NAME.json
+
+Each run's ``changes`` are the resolved recipe values that differ from ``--base`` resolved the same way
+(``train.steps`` and the monitor's own settings are not changes of the method and are left out); its minutes
+are the trainer's elapsed time at its last logged step (monitor scoring included), so a run cut short still
+tells what it cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from augmentor.errors import AugmentorError
+from augmentor.models.card import write_json_atomic
+from augmentor.recipes import load_recipe, to_dict
+
+RECIPE = "recipe.json"
+METRICS = "metrics.jsonl"
+CARD = "model.json"
+MONITOR_LOGS = ("monitor.jsonl", "monitor-posthoc.jsonl")  # the training run's own scores first
+NOT_A_CHANGE = ("train.steps", "monitor.", "train.checkpoint_every", "train.sample_every", "train.log_every", "train.keep_checkpoints")
+FORMAT = "augmentor-ablation"
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"steps": 1}}`` -> ``{"train.steps": 1}`` (lists stay values)."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def recipe_changes(resolved: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of ``resolved`` that differ from ``base`` (both resolved recipes), method settings only."""
+    ours, theirs = flatten(resolved), flatten(base)
+    changes = {}
+    for key in sorted(set(ours) | set(theirs)):
+        if key.startswith(NOT_A_CHANGE) or key in ("name", "description"):
+            continue
+        if ours.get(key) != theirs.get(key):
+            changes[key] = ours.get(key)
+    return changes
+
+
+def _json_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_record(run: Path, base: Mapping[str, Any]) -> dict[str, Any]:
+    """One run directory as an ablation row: name, changes, steps, minutes, monitor scores, selected step."""
+    if not (run / RECIPE).is_file():
+        raise AugmentorError(f"{run}: not a training run directory (no {RECIPE})")
+    resolved = json.loads((run / RECIPE).read_text())
+    metrics = _json_lines(run / METRICS) if (run / METRICS).is_file() else []
+    monitor: list[dict[str, Any]] = []
+    scored_by = None
+    for name in MONITOR_LOGS:
+        if (run / name).is_file():
+            monitor, scored_by = _json_lines(run / name), name
+            break
+    card = json.loads((run / CARD).read_text()) if (run / CARD).is_file() else {}
+    return {
+        "name": run.name,
+        "changes": recipe_changes(resolved, base),
+        "steps_planned": flatten(resolved).get("train.steps"),
+        "steps_run": metrics[-1]["step"] if metrics else 0,
+        "finished": bool(card),
+        "minutes": round(metrics[-1]["elapsed_s"] / 60.0, 1) if metrics else 0.0,
+        "command": card.get("command"),
+        "selected_step": (card.get("monitor") or {}).get("selected_step"),
+        "scored_by": scored_by,
+        "recipe": resolved,
+        "monitor": monitor,
+    }
+
+
+def collect(runs: Sequence[Path], base_recipe: str, what: str, setting: str) -> dict[str, Any]:
+    """The record of a study: its description, the machine setting and one row per run."""
+    base = to_dict(load_recipe(base_recipe, expect="gan"))
+    return {"format": FORMAT, "what": what, "setting": setting, "base": base_recipe, "runs": [run_record(run, base) for run in runs]}
+
+
+def _number(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def _changes_text(changes: Mapping[str, Any]) -> str:
+    return ", ".join(f"`{key}={json.dumps(value)}`" for key, value in changes.items()) or "(the base recipe)"
+
+
+TABLE_HEADER = (
+    "| run | changes | step | KID | coverage | NN-distance ratio | mask IoU − real | area ratio | bright ratio | "
+    "criteria missed | C2ST AUC | minutes |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def table(record: Mapping[str, Any]) -> str:
+    """The markdown table of a record: one row per run and scored step (all classes together)."""
+    rows = [TABLE_HEADER]
+    for run in record["runs"]:
+        for entry in run["monitor"] or [{"step": run["steps_run"], "scores": {}}]:
+            scores = entry["scores"].get("all", {})
+            criteria = scores.get("diversity", {}).get("criteria", {})
+            missed = sorted(set(criteria) - set(scores.get("diversity", {}).get("passed", []))) if criteria else []
+            rows.append(
+                f"| {run['name']} | {_changes_text(run['changes'])} | {entry['step']} | {_number(scores.get('kid'), 3)} | "
+                f"{_number(scores.get('coverage'))} | {_number(criteria.get('nn_distance'))} | {_number(criteria.get('nn_mask_iou'))} | "
+                f"{_number(criteria.get('lesion_area'))} | {_number(criteria.get('bright_fraction'))} | "
+                f"{', '.join(missed) if criteria else '–'} | {_number(scores.get('c2st_auc'), 3)} | {_number(run['minutes'], 1)} |"
+            )
+    return "\n".join(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluation.ablation", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("runs", type=Path, nargs="*", help="training run directories")
+    parser.add_argument("--base", help="the recipe the runs change (name or path)")
+    parser.add_argument("--what", default="", help="what the study is, which data it trained on and was scored against")
+    parser.add_argument("--setting", default="", help="the machine and how it was shared")
+    parser.add_argument("--out", type=Path, help="the record to write (JSON)")
+    parser.add_argument("--table", type=Path, help="print the table of a record and exit")
+    arguments = parser.parse_args(argv)
+    try:
+        if arguments.table:
+            if not arguments.table.is_file():
+                raise AugmentorError(f"{arguments.table}: no such record")
+            print(table(json.loads(arguments.table.read_text())))
+            return 0
+        if not arguments.runs or not arguments.base or not arguments.out:
+            raise AugmentorError("give run directories, --base and --out (or --table RECORD)")
+        record = collect(arguments.runs, arguments.base, arguments.what, arguments.setting)
+    except AugmentorError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    write_json_atomic(arguments.out, record)
+    print(table(record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
