@@ -22,6 +22,13 @@ into blocks of equal values (tried against the square frames around the lesion i
 whose edges do not sit on the 4x4 start map's grid: a 1 000-step lung run kept frames along the image borders,
 results/ablations/gan-lung-bilinear-trial.json). ``embedding_init="unit"`` draws the class embedding from N(0, 1)
 instead of DCGAN's N(0, 0.02), so the class is not a whisper next to an N(0, 1) latent at the start.
+``noise_inputs=True`` adds StyleGAN's per-pixel noise inputs (Karras et al. 2019, sec. 3.2): after every x2
+step's convolution and on the image channels of the output, one map of N(0, 1) noise per sample and
+resolution, times a learned per-channel scale that starts at 0 (so the network starts as without them). A
+DCGAN must otherwise make CT's fine-grained noise texture out of a 128-number latent through a 4x4 map, and
+the shipped models' lesions came out without it (issue #13). The noise is a function of the latent: a
+counter-based integer hash of the latent's bits (:func:`latent_noise`), exact on every device, so the
+statement below still holds and nothing that draws latents changes.
 
 For sampling, :func:`fold_resize_upsampling` rewrites each resize + 3x3 convolution as the one strided
 transposed convolution it equals (same outputs up to float rounding, 2.25x fewer multiply-adds, no
@@ -41,6 +48,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -57,6 +65,8 @@ from augmentor.models.normalization import (
 
 MAX_WIDTH_MULTIPLIER = 8  # widest layer is 8 x base_channels (DCGAN's 512 for base 64)
 MINIBATCH_STD_GROUP = 4  # Karras et al. 2018's group size
+_MASK32 = 0xFFFFFFFF
+_GOLDEN32 = 0x9E3779B9
 
 
 class Upsample(StrEnum):
@@ -155,6 +165,57 @@ def fold_resize_upsampling(network: nn.Module) -> nn.Module:
     return network
 
 
+def _mix32(values: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (xorshift-multiply, constants from Wellons' hash prospector) of int64 tensors
+    holding values in [0, 2^32). Both constants are below 2^31, so no product leaves int64: the same bits on
+    every device."""
+    values = values ^ (values >> 16)
+    values = (values * 0x21F0AAAD) & _MASK32
+    values = values ^ (values >> 15)
+    values = (values * 0x735A2D97) & _MASK32
+    return values ^ (values >> 15)
+
+
+def latent_noise(latent: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
+    """Per-sample N(0, 1) noise maps, one (B, 1, s, s) map per size, as a deterministic function of the latent.
+
+    Each sample's latent bits are hashed to a 32-bit seed; pixel k of the maps gets ``hash(seed ^ hash(k))``
+    hashed once more, a uniform in (0, 1), and the normal quantile of it. Integer arithmetic only up to the
+    quantile (in float64), so a latent gives the same maps on any device and batch composition; fresh
+    latents (training) give fresh noise. Not differentiable (the noise is an input, not a function to learn).
+    """
+    latent = latent.detach().float().contiguous()
+    device = latent.device
+    bits = latent.view(torch.int32).long() & _MASK32  # (B, D)
+    salts = _mix32((torch.arange(bits.shape[1], device=device, dtype=torch.int64) + _GOLDEN32) & _MASK32)
+    seeds = _mix32(_mix32(bits ^ salts).sum(dim=1) & _MASK32)  # (B,)
+    maps, offset = [], 0
+    for size in sizes:
+        counters = torch.arange(offset, offset + size * size, device=device, dtype=torch.int64)
+        offset += size * size
+        hashed = _mix32(_mix32(seeds[:, None] ^ _mix32(counters)[None, :]))
+        uniform = (hashed.double() + 0.5) / 2.0**32
+        maps.append((torch.erfinv(2.0 * uniform - 1.0) * math.sqrt(2.0)).float().view(-1, 1, size, size))
+    return maps
+
+
+class NoiseInjection(nn.Module):
+    """``x[:, :channels] += scale * noise`` with a learned per-channel scale starting at 0 (Karras et al. 2019).
+
+    ``channels`` may be fewer than the input's (the output layer adds noise to the image, not the mask)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, features: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        noisy = features[:, : self.channels] + self.scale.to(features.dtype) * noise.to(features.dtype)
+        if self.channels == features.shape[1]:
+            return noisy
+        return torch.cat([noisy, features[:, self.channels :]], dim=1)
+
+
 class TanhOnImageChannels(nn.Module):
     """tanh on the first ``image_channels`` channels; the rest (the mask logits) pass unchanged."""
 
@@ -210,6 +271,7 @@ class ConditionalDCGANGenerator(nn.Module):
         upsample: "transposed" (default, DCGAN) or "resize" (nearest x2 + 3x3 convolution).
         mask_output: "tanh" (default) or "logits" for the mask channel.
         embedding_init: "dcgan" (default, N(0, 0.02)) or "unit" (N(0, 1)) for the class embedding.
+        noise_inputs: per-pixel noise inputs after every x2 step and on the output's image channels.
 
     Cards written before these options existed lack them in their config; the defaults rebuild exactly
     the network those cards describe.
@@ -228,6 +290,7 @@ class ConditionalDCGANGenerator(nn.Module):
         upsample: str = Upsample.TRANSPOSED.value,
         mask_output: str = MaskOutput.TANH.value,
         embedding_init: str = EmbeddingInit.DCGAN.value,
+        noise_inputs: bool = False,
     ) -> None:
         super().__init__()
         _check_positive(num_classes=num_classes, latent_dim=latent_dim, base_channels=base_channels,
@@ -241,6 +304,8 @@ class ConditionalDCGANGenerator(nn.Module):
             "base_channels": base_channels, "embedding_dim": embedding_dim, "image_channels": image_channels,
             "upsample": upsampling.value, "mask_output": self.mask_output.value, "embedding_init": initialisation.value,
         }
+        if noise_inputs:  # recorded only when on: cards written before the option rebuild unchanged
+            self.config["noise_inputs"] = True
         self.num_classes = num_classes
         self.latent_dim = latent_dim
         self.image_size = image_size
@@ -257,14 +322,18 @@ class ConditionalDCGANGenerator(nn.Module):
             # (B, latent + embedding, 1, 1) -> (B, latent + embedding) -> (B, widths[0] * 16) -> (B, widths[0], 4, 4)
             layers = [nn.Flatten(1), nn.Linear(code_width, widths[0] * 16, bias=False), nn.Unflatten(1, (widths[0], 4, 4))]
         layers += [nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)]
+        # the sizes of the noise maps, in the order the NoiseInjection layers use them
+        self.noise_sizes: list[int] = [4 * 2 ** (i + 1) for i in range(doublings)] if noise_inputs else []
+        noise = (lambda channels: [NoiseInjection(channels)]) if noise_inputs else (lambda channels: [])
         for width_in, width_out in itertools.pairwise(widths):
             layers += [  # (B, width_in, s, s) -> (B, width_out, 2s, 2s)
                 *self._doubling(upsampling, width_in, width_out, bias=False),
+                *noise(width_out),
                 nn.BatchNorm2d(width_out),
                 nn.ReLU(inplace=True),
             ]
         # (B, widths[-1], size/2, size/2) -> (B, image_channels + 1, size, size)
-        layers += self._doubling(upsampling, widths[-1], self.out_channels, bias=True)
+        layers += [*self._doubling(upsampling, widths[-1], self.out_channels, bias=True), *noise(image_channels)]
         layers.append(nn.Tanh() if self.mask_output is MaskOutput.TANH else TanhOnImageChannels(image_channels))
         self.main = nn.Sequential(*layers)
         self.apply(dcgan_init)
@@ -282,7 +351,13 @@ class ConditionalDCGANGenerator(nn.Module):
     def forward(self, latent: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """(B, latent_dim) latents and (B,) class indices -> (B, image_channels + 1, size, size)."""
         code = torch.cat([latent, self.class_embedding(labels).to(latent.dtype)], dim=1)
-        return self.main(code[:, :, None, None])
+        if not self.noise_sizes:
+            return self.main(code[:, :, None, None])
+        maps = iter(latent_noise(latent, self.noise_sizes))
+        features = code[:, :, None, None]
+        for layer in self.main:
+            features = layer(features, next(maps)) if isinstance(layer, NoiseInjection) else layer(features)
+        return features
 
 
 class ProjectionDiscriminator(nn.Module):

@@ -35,6 +35,9 @@ be set from the command line (``augment train RECIPE --set model.upsample=resize
 - ``model.upsample`` ("transposed" | "resize" | "bilinear"): transposed convolutions, or nearest x2 + 3x3
   convolution (Odena et al. 2016), or bilinear x2 + 3x3 convolution.
 - ``model.embedding_init`` ("dcgan" | "unit"): the generator's class embedding from N(0, 0.02) or N(0, 1).
+- ``model.noise_inputs`` (false): per-pixel noise inputs in the generator (Karras et al. 2019) after every x2
+  step and on the output image, scaled by learned per-channel weights that start at 0; the noise is a hash of
+  the latent, so a latent still gives one sample on every device.
 - ``train.r1_gamma`` (0) and ``train.r1_every`` (1): R1 penalty ``γ/2 E||grad_x D(x)||^2`` on the reals
   (Mescheder et al. 2018), lazily every k updates times k (StyleGAN2); cgan only, and not with a
   batch-normalised discriminator (use discriminator_normalization = "none", "spectral", "layer" or "instance").
@@ -97,6 +100,7 @@ class ModelSection:
     mask_output: MaskOutputName = "tanh"  # the generator's mask channel: tanh or logits
     upsample: UpsampleName = "transposed"  # the generator's x2 steps: transposed conv or resize + conv
     embedding_init: EmbeddingInitName = "dcgan"  # the generator's class embedding: N(0, 0.02) or N(0, 1)
+    noise_inputs: bool = False  # the generator's per-pixel noise inputs (StyleGAN), a function of the latent
 
     def __post_init__(self) -> None:
         if self.image_size < 8 or self.image_size & (self.image_size - 1):

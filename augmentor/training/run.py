@@ -150,6 +150,7 @@ def build_generator(recipe: GanRecipe, num_classes: int, image_channels: int) ->
         model.generator, num_classes=num_classes, latent_dim=model.latent_dim, image_size=model.image_size,
         base_channels=model.base_channels, embedding_dim=model.embedding_dim, image_channels=image_channels,
         upsample=model.upsample, mask_output=model.mask_output, embedding_init=model.embedding_init,
+        **({"noise_inputs": True} if model.noise_inputs else {}),
     )
 
 

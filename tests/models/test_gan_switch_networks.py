@@ -21,9 +21,11 @@ from augmentor.models.dcgan import (
     EmbeddingInit,
     MaskOutput,
     MinibatchStandardDeviation,
+    NoiseInjection,
     ProjectionDiscriminator,
     Upsample,
     fold_resize_upsampling,
+    latent_noise,
 )
 from augmentor.models.registry import build_network, network_spec
 from augmentor.training import recipe as gan_recipe
@@ -224,3 +226,64 @@ def test_recipe_names_match_the_network_options() -> None:
     assert set(gan_recipe.UpsampleName.__args__) == {u.value for u in Upsample}  # type: ignore[attr-defined]
     assert set(gan_recipe.MaskOutputName.__args__) == {m.value for m in MaskOutput}  # type: ignore[attr-defined]
     assert set(gan_recipe.EmbeddingInitName.__args__) == {e.value for e in EmbeddingInit}  # type: ignore[attr-defined]
+
+
+# --- per-pixel noise inputs -------------------------------------------------------------------------------
+
+
+def test_noise_maps_are_standard_normal_white_and_a_function_of_the_latent() -> None:
+    latents = torch.randn(32, 128, generator=torch.Generator().manual_seed(0))
+    maps = latent_noise(latents, [8, 64])
+    assert [tuple(m.shape) for m in maps] == [(32, 1, 8, 8), (32, 1, 64, 64)]
+    big = maps[1][:, 0]
+    assert abs(big.mean().item()) < 0.02 and abs(big.std().item() - 1.0) < 0.02
+    # white: neighbouring pixels and two samples' maps are uncorrelated
+    lag = torch.corrcoef(torch.stack([big[:, :, :-1].flatten(), big[:, :, 1:].flatten()]))[0, 1]
+    pair = torch.corrcoef(torch.stack([big[0].flatten(), big[1].flatten()]))[0, 1]
+    assert abs(lag.item()) < 0.02 and abs(pair.item()) < 0.1
+    # a sample's maps depend on its latent only, not on the batch around it; one bit of the latent changes them
+    torch.testing.assert_close(latent_noise(latents[5:7], [8, 64])[1], maps[1][5:7], rtol=0, atol=0)
+    nudged = latents.clone()
+    nudged[0, 3] = torch.nextafter(nudged[0, 3], torch.tensor(10.0))
+    changed = latent_noise(nudged, [8, 64])[1]
+    assert (changed[0] != maps[1][0]).float().mean() > 0.99 and torch.equal(changed[1:], maps[1][1:])
+
+
+def test_noise_inputs_start_silent_and_then_add_texture_to_the_image_only() -> None:
+    latents, labels = torch.randn(6, 16, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 1, 0, 1, 0, 1])
+    torch.manual_seed(0)
+    plain = ConditionalDCGANGenerator(2, latent_dim=16, image_size=16, base_channels=8, upsample="resize").eval()
+    torch.manual_seed(0)
+    noisy = ConditionalDCGANGenerator(2, latent_dim=16, image_size=16, base_channels=8, upsample="resize", noise_inputs=True).eval()
+    assert noisy.config["noise_inputs"] is True and "noise_inputs" not in plain.config
+    assert noisy.noise_sizes == [8, 16]  # after the 4 -> 8 step and on the 16x16 output
+    # scales start at 0: the same weights make the same samples
+    torch.testing.assert_close(noisy(latents, labels), plain(latents, labels))
+    injections = [m for m in noisy.modules() if isinstance(m, NoiseInjection)]
+    with torch.no_grad():
+        injections[-1].scale.fill_(0.5)
+    out, base = noisy(latents, labels), plain(latents, labels)
+    torch.testing.assert_close(out[:, 1], base[:, 1])  # the mask channel gets no noise
+    residual = torch.atanh(out[:, 0].clamp(-0.999, 0.999)) - torch.atanh(base[:, 0].clamp(-0.999, 0.999))
+    assert residual.std() > 0.3  # 0.5 x N(0, 1) before the tanh
+    torch.testing.assert_close(noisy(latents[:2], labels[:2]), out[:2])  # deterministic per latent
+    # the scales learn: a loss on the image reaches them
+    noisy.train()
+    noisy(latents, labels)[:, 0].square().mean().backward()
+    assert all(m.scale.grad is not None and m.scale.grad.abs().sum() > 0 for m in injections)
+
+
+def test_a_noise_generator_round_trips_through_its_card(tmp_path: Path) -> None:
+    network = ConditionalDCGANGenerator(2, latent_dim=16, image_size=16, base_channels=8, upsample="resize", noise_inputs=True)
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, NoiseInjection):
+                module.scale.fill_(0.3)
+    spec = network_spec(network)
+    rebuilt = build_network(spec["family"], **spec["config"])
+    rebuilt.load_state_dict(network.state_dict())
+    latents, labels = torch.randn(4, 16), torch.tensor([0, 1, 1, 0])
+    network.eval(), rebuilt.eval()
+    torch.testing.assert_close(rebuilt(latents, labels), network(latents, labels))
+    folded = fold_resize_upsampling(copy.deepcopy(rebuilt))  # generation's folded form keeps the noise
+    torch.testing.assert_close(folded(latents, labels), network(latents, labels), rtol=1e-5, atol=1e-5)

@@ -33,7 +33,7 @@ CPU = torch.device("cpu")
 ALL_SWITCHES = [
     "model.discriminator_normalization=none", "model.minibatch_std=true", "model.mask_output=logits", "model.upsample=resize",
     "model.embedding_init=unit", "train.r1_gamma=1", "train.r1_every=2", "train.lecam_weight=0.1", "train.mask_smoothing=0.1",
-    "train.mask_background_fill=true", "train.real_dihedral=true",
+    "train.mask_background_fill=true", "train.real_dihedral=true", "model.noise_inputs=true",
 ]
 
 
@@ -194,6 +194,7 @@ def test_every_switch_is_a_typed_override_stored_in_the_resolved_recipe() -> Non
         False, "tanh", "transposed", "dcgan")
     assert (default.train.r1_gamma, default.train.r1_every, default.train.lecam_weight, default.train.mask_smoothing) == (0.0, 1, 0.0, 0.0)
     assert default.train.mask_background_fill is False and default.train.real_dihedral is False
+    assert recipe.model.noise_inputs is True and default.model.noise_inputs is False
 
 
 @pytest.mark.parametrize(
@@ -222,7 +223,9 @@ def test_all_switches_train_and_resume_bit_for_bit(tiny_h5: Path, tmp_path: Path
     recipe = load_recipe("tiny-cgan", overrides, expect="gan")
     straight = train(recipe, tiny_h5, tmp_path / "straight", progress=False)
     card = json.loads((straight / MODEL_CARD).read_text())
-    assert card["architecture"]["config"] | {"upsample": "resize", "mask_output": "logits", "embedding_init": "unit"} == card["architecture"]["config"]
+    assert card["architecture"]["config"] | {"upsample": "resize", "mask_output": "logits", "embedding_init": "unit", "noise_inputs": True} == card["architecture"]["config"]
+    noise_scales = [value for key, value in load_file(str(straight / MODEL_WEIGHTS)).items() if key.endswith(".scale")]
+    assert len(noise_scales) == 2 and all(value.abs().max() > 0 for value in noise_scales)  # 16x16: after 4 -> 8, the output; learned
     assert card["outputs"]["mask"].startswith("logit") and card["recipe"]["train"]["r1_every"] == 2
     log = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
     assert all(line["r1_penalty"] > 0 and "lecam_penalty" in line for line in log)
@@ -245,7 +248,7 @@ def test_a_checkpoint_from_before_the_switches_resumes(tiny_h5: Path, tmp_path: 
                 tmp_path / "run", progress=False)
     record_path = out / "checkpoints" / "step-00000002.json"
     record = json.loads(record_path.read_text())
-    for section, keys in (("model", ("minibatch_std", "mask_output", "upsample", "embedding_init")),
+    for section, keys in (("model", ("minibatch_std", "mask_output", "upsample", "embedding_init", "noise_inputs")),
                           ("train", ("r1_gamma", "r1_every", "lecam_weight", "mask_smoothing", "mask_background_fill", "real_dihedral"))):
         for key in keys:
             del record["metadata"]["recipe"][section][key]
