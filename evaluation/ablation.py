@@ -110,8 +110,8 @@ def _changes_text(changes: Mapping[str, Any]) -> str:
 
 
 TABLE_HEADER = (
-    "| run | changes | step | KID | coverage | NN-distance ratio | mask IoU − real | area ratio | bright ratio | "
-    "criteria missed | C2ST AUC | minutes |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "| run | changes | step | KID | coverage | NN-distance ratio | mask IoU − real | area ratio | bright ratio | texture ratio | "
+    "criteria missed | C2ST AUC | minutes |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -122,11 +122,13 @@ def table(record: Mapping[str, Any]) -> str:
         for entry in run["monitor"] or [{"step": run["steps_run"], "scores": {}}]:
             scores = entry["scores"].get("all", {})
             criteria = scores.get("diversity", {}).get("criteria", {})
+            texture = [scores.get("diversity", {}).get(side, {}).get("texture_hu") for side in ("synthetic", "real")]
+            texture_ratio = texture[0] / texture[1] if None not in texture and texture[1] else None
             missed = sorted(set(criteria) - set(scores.get("diversity", {}).get("passed", []))) if criteria else []
             rows.append(
                 f"| {run['name']} | {_changes_text(run['changes'])} | {entry['step']} | {_number(scores.get('kid'), 3)} | "
                 f"{_number(scores.get('coverage'))} | {_number(criteria.get('nn_distance'))} | {_number(criteria.get('nn_mask_iou'))} | "
-                f"{_number(criteria.get('lesion_area'))} | {_number(criteria.get('bright_fraction'))} | "
+                f"{_number(criteria.get('lesion_area'))} | {_number(criteria.get('bright_fraction'))} | {_number(texture_ratio)} | "
                 f"{', '.join(missed) if criteria else '–'} | {_number(scores.get('c2st_auc'), 3)} | {_number(run['minutes'], 1)} |"
             )
     return "\n".join(rows)

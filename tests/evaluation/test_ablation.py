@@ -22,7 +22,8 @@ def fake_run(folder: Path, overrides: list[str], monitor: list[dict] | None) -> 
 
 def scores(kid: float, auc: float, passed: list[str]) -> dict:
     criteria = {"nn_distance": 0.9, "nn_mask_iou": 0.01, "lesion_area": 1.1, "bright_fraction": 2.5}
-    return {"all": {"kid": kid, "coverage": 0.7, "c2st_auc": auc, "diversity": {"criteria": criteria, "passed": passed}}}
+    diversity = {"criteria": criteria, "passed": passed, "synthetic": {"texture_hu": 10.0}, "real": {"texture_hu": 40.0}}
+    return {"all": {"kid": kid, "coverage": 0.7, "c2st_auc": auc, "diversity": diversity}}
 
 
 def test_a_record_lists_the_changed_method_values_and_what_the_run_cost(tmp_path: Path) -> None:
@@ -45,7 +46,7 @@ def test_the_table_has_a_row_per_scored_step_with_its_scores(tmp_path: Path, cap
     assert record["what"] == "a study" and record["runs"][0]["scored_by"] == "monitor.jsonl"
     rows = table(record).splitlines()[2:]
     assert len(rows) == 2
-    assert "| 10 | 0.500 |" in rows[0] and "| 1.000 |" in rows[0]
+    assert "| 10 | 0.500 |" in rows[0] and "| 1.000 |" in rows[0] and "| 2.50 | 0.25 |" in rows[0]  # bright, texture
     # the criteria missed are those not passed
     assert "bright_fraction, nn_distance, nn_mask_iou" in rows[0]
     assert "| 20 | 0.125 |" in rows[1] and "| 0.750 |" in rows[1] and "bright_fraction, nn_mask_iou |" in rows[1]

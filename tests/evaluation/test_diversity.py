@@ -91,3 +91,22 @@ def test_sets_are_compared_at_equal_size() -> None:
     compared = compare_diversity(large, small, WINDOW)
     assert compared["synthetic"]["n"] == compared["real"]["n"] == 20
     assert compared["criteria"]["nn_distance"]["value"] > 0.85
+
+
+def test_fine_texture_sees_noise_outside_the_lesion_and_not_smooth_shading() -> None:
+    from scipy import ndimage
+
+    from evaluation.diversity import fine_texture
+
+    noisy = lesions(20, seed=3, vessels=False)  # N(0, 20 HU) noise everywhere
+    smooth_hu = ndimage.gaussian_filter(noisy.hu.astype(np.float32), sigma=(0, 0, 3, 3)).round().astype(np.int16)
+    smooth = LesionSet(smooth_hu, noisy.masks)
+    noisy_texture, smooth_texture = diversity(noisy, WINDOW)["texture_hu"], diversity(smooth, WINDOW)["texture_hu"]
+    # white noise of σ minus its σ = 1 px blur keeps about 0.8 σ; a blurred image keeps a few HU
+    assert 13.0 < noisy_texture < 19.0 and smooth_texture < 4.0
+    # only what lies outside the lesion counts: noise inside the mask alone leaves the texture as the smooth one's
+    inside_only = smooth_hu.copy()
+    rng = np.random.default_rng(0)
+    inside = noisy.masks.astype(bool)
+    inside_only[:, 0][inside] += rng.normal(0, 40, int(inside.sum())).astype(np.int16)
+    assert fine_texture(inside_only, noisy.masks).max() < smooth_texture + 2.0
