@@ -14,6 +14,12 @@ shipped models were trained with); with ``mask_background_fill=True`` the mask c
 background, since 0 is halfway between background (-1) and lesion (+1), a value no real mask has
 (issue #13).
 
+``translation-reflect`` shifts like ``translation`` but fills what it uncovers with the mirror image of the
+sample (reflection at the border without repeating the edge pixel, as StyleGAN2-ADA's integer translation
+pads), so it draws no straight edge. Zero fill and cutout put a straight-edged block in every image the
+discriminator sees, real or fake, so it learns to ignore straight edges at the borders and in the interior:
+the shipped generators' samples carry exactly such frames (issue #13).
+
 As elsewhere (TorchIO's habit), :meth:`DiffAugment.sample` draws the parameters from an explicit
 ``torch.Generator`` and hands them to :func:`augment`, a pure function of the batch and the parameters.
 """
@@ -32,6 +38,7 @@ from augmentor.errors import did_you_mean
 class Augmentation(StrEnum):
     COLOR = "color"  # brightness + contrast of the image channels
     TRANSLATION = "translation"  # shift by up to 1/8 of the size, padded with the fill (0, or -1 for masks)
+    TRANSLATION_REFLECT = "translation-reflect"  # the same shifts, the uncovered pixels mirrored from the sample
     CUTOUT = "cutout"  # fill a square of half the size (0, or -1 for masks)
 
 
@@ -49,6 +56,7 @@ class AugmentParameters:
     shift: torch.Tensor | None = None  # (B, 2) integer (rows, columns)
     cutout_corner: torch.Tensor | None = None  # (B, 2) integer top-left corner (may lie outside the image)
     cutout_size: tuple[int, int] = (0, 0)
+    reflect: bool = False  # the shift mirrors the sample into what it uncovers (translation-reflect)
 
     def rows(self, select: Callable[[torch.Tensor], torch.Tensor]) -> AugmentParameters:
         """The parameters of some rows of the batch (``select`` picks rows of a tensor)."""
@@ -56,7 +64,9 @@ class AugmentParameters:
         def pick(value: torch.Tensor | None) -> torch.Tensor | None:
             return None if value is None else select(value)
 
-        return AugmentParameters(pick(self.brightness), pick(self.contrast), pick(self.shift), pick(self.cutout_corner), self.cutout_size)
+        return AugmentParameters(
+            pick(self.brightness), pick(self.contrast), pick(self.shift), pick(self.cutout_corner), self.cutout_size, self.reflect
+        )
 
 
 def adjust_brightness_contrast(
@@ -89,6 +99,21 @@ def translate(pairs: torch.Tensor, shift: torch.Tensor, fill: Sequence[float] | 
     return _filled(moved.view(batch, channels, height, width), inside, fill)
 
 
+def _reflected(index: torch.Tensor, extent: int) -> torch.Tensor:
+    """Indices mirrored into [0, extent) at both borders without repeating the edge (-1 -> 1, extent -> extent - 2)."""
+    last = extent - 1
+    return last - (last - index.abs()).abs()
+
+
+def translate_reflect(pairs: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Shift each sample by ``shift[b] = (rows, columns)`` pixels (|shift| < size); uncovered pixels mirror the sample."""
+    batch, channels, height, width = pairs.shape
+    rows = _reflected(torch.arange(height, device=pairs.device).view(1, -1, 1) - shift[:, 0].view(-1, 1, 1), height)
+    columns = _reflected(torch.arange(width, device=pairs.device).view(1, 1, -1) - shift[:, 1].view(-1, 1, 1), width)
+    source = (rows * width + columns).view(batch, 1, height * width)
+    return pairs.flatten(2).gather(2, source.expand(batch, channels, height * width)).view(batch, channels, height, width)
+
+
 def cutout(pairs: torch.Tensor, corner: torch.Tensor, size: tuple[int, int], fill: Sequence[float] | None = None) -> torch.Tensor:
     """Zero (or set to ``fill[c]``) a ``size`` box with top-left ``corner[b]`` in every channel of each sample."""
     _, _, height, width = pairs.shape
@@ -111,7 +136,7 @@ def augment(
     if parameters.brightness is not None and parameters.contrast is not None:
         pairs = adjust_brightness_contrast(pairs, image_channels, parameters.brightness, parameters.contrast)
     if parameters.shift is not None:
-        pairs = translate(pairs, parameters.shift, fill)
+        pairs = translate_reflect(pairs, parameters.shift) if parameters.reflect else translate(pairs, parameters.shift, fill)
     if parameters.cutout_corner is not None:
         pairs = cutout(pairs, parameters.cutout_corner, parameters.cutout_size, fill)
     return pairs
@@ -125,6 +150,8 @@ def parse_policy(policy: Sequence[str]) -> tuple[Augmentation, ...]:
         if name not in valid:
             raise ValueError(f"unknown DiffAugment operation {name!r}{did_you_mean(name, valid)}; valid: {', '.join(valid)}")
         parsed.append(Augmentation(name))
+    if {Augmentation.TRANSLATION, Augmentation.TRANSLATION_REFLECT} <= set(parsed):
+        raise ValueError("translation and translation-reflect are one shift, filled two ways; choose one")
     return tuple(parsed)
 
 
@@ -165,7 +192,8 @@ class DiffAugment:
         if Augmentation.COLOR in self.policy:
             brightness = torch.rand(batch, device=device, generator=generator) - 0.5
             contrast = torch.rand(batch, device=device, generator=generator) + 0.5
-        if Augmentation.TRANSLATION in self.policy:
+        reflect = Augmentation.TRANSLATION_REFLECT in self.policy
+        if Augmentation.TRANSLATION in self.policy or reflect:
             limits = (int(height * TRANSLATION_RATIO + 0.5), int(width * TRANSLATION_RATIO + 0.5))
             shift = _uniform_integers(batch, [(-limit, limit + 1) for limit in limits], device, generator)
         if Augmentation.CUTOUT in self.policy:
@@ -173,7 +201,7 @@ class DiffAugment:
             # the box's centre is uniform over the image, so its corner is centre - size // 2
             ranges = [(-half, extent - half) for extent, half in ((height, cutout_size[0] // 2), (width, cutout_size[1] // 2))]
             corner = _uniform_integers(batch, ranges, device, generator)
-        return AugmentParameters(brightness, contrast, shift, corner, cutout_size)
+        return AugmentParameters(brightness, contrast, shift, corner, cutout_size, reflect)
 
     def __call__(
         self,

@@ -67,7 +67,7 @@ DiscriminatorFamily = Literal["projection-discriminator", "wgan-critic"]
 NormalizationName = Literal["spectral", "batch", "layer", "instance", "none"]
 AlgorithmName = Literal["cgan", "wgan-gp"]
 LossName = Literal["non-saturating", "hinge", "wasserstein"]
-AugmentationName = Literal["color", "translation", "cutout"]
+AugmentationName = Literal["color", "translation", "translation-reflect", "cutout"]
 MixedPrecisionName = Literal["auto", "bf16", "fp16", "off"]
 # The generator's options (augmentor.models.dcgan: Upsample, MaskOutput, EmbeddingInit); a test keeps them in step.
 UpsampleName = Literal["transposed", "resize", "bilinear"]
@@ -172,6 +172,8 @@ class TrainSection:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if len(set(self.diffaugment)) != len(self.diffaugment):
             raise ValueError(f"diffaugment lists an operation twice: {list(self.diffaugment)}")
+        if {"translation", "translation-reflect"} <= set(self.diffaugment):
+            raise ValueError("diffaugment: translation and translation-reflect are one shift, filled two ways; choose one")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         for name in ("r1_gamma", "lecam_weight"):

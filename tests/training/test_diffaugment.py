@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from augmentor.training.diffaugment import AugmentParameters, DiffAugment, augment, cutout, translate
+from augmentor.training.diffaugment import (
+    AugmentParameters,
+    DiffAugment,
+    augment,
+    cutout,
+    translate,
+    translate_reflect,
+)
 
 
 def pairs_with_mask_equal_to_image(batch: int = 6, size: int = 16) -> torch.Tensor:
@@ -13,7 +20,7 @@ def pairs_with_mask_equal_to_image(batch: int = 6, size: int = 16) -> torch.Tens
     return torch.cat([image, image], dim=1)
 
 
-@pytest.mark.parametrize("policy", [["translation"], ["cutout"], ["translation", "cutout"]])
+@pytest.mark.parametrize("policy", [["translation"], ["cutout"], ["translation", "cutout"], ["translation-reflect"]])
 def test_geometric_operations_move_image_and_mask_together(policy: list[str]) -> None:
     pairs = pairs_with_mask_equal_to_image()
     moved = DiffAugment(policy)(pairs, torch.Generator().manual_seed(1))
@@ -60,3 +67,24 @@ def test_differentiable_and_identity_when_off() -> None:
 def test_unknown_operation() -> None:
     with pytest.raises(ValueError, match="did you mean 'cutout'"):
         DiffAugment(["cutuot"])
+
+
+def test_reflecting_translation_by_hand_draws_no_edge() -> None:
+    row = torch.arange(6.0).view(1, 1, 1, 6).repeat(1, 2, 6, 1)  # every row 0 1 2 3 4 5
+    right = translate_reflect(row, torch.tensor([[0, 2]]))
+    assert right[0, 0, 0].tolist() == [2.0, 1.0, 0.0, 1.0, 2.0, 3.0]  # mirrored without repeating the edge pixel
+    left = translate_reflect(row, torch.tensor([[0, -2]]))
+    assert left[0, 0, 0].tolist() == [2.0, 3.0, 4.0, 5.0, 4.0, 3.0]
+    assert torch.equal(right[0, 0], right[0, 1])  # the mask moves with the image
+    # a smooth image stays smooth: no value is a fill the image does not have, unlike zero fill
+    image = torch.linspace(-1, -0.5, 16).view(1, 1, 1, 16).repeat(4, 2, 16, 1)
+    shifts = torch.tensor([[2, 2], [-2, 2], [2, -2], [-2, -2]])
+    mirrored, filled = translate_reflect(image, shifts), translate(image, shifts)
+    assert mirrored.diff(dim=3).abs().max() <= image.diff(dim=3).abs().max() + 1e-6
+    assert filled.diff(dim=3).abs().max() >= 0.5  # the zero fill's edge
+    assert DiffAugment(["translation-reflect"]).sample(image).reflect is True
+
+
+def test_the_two_translations_together_are_refused() -> None:
+    with pytest.raises(ValueError, match="choose one"):
+        DiffAugment(["translation", "translation-reflect"])

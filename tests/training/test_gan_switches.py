@@ -208,6 +208,8 @@ def test_every_switch_is_a_typed_override_stored_in_the_resolved_recipe() -> Non
         ("train.mask_smoothing=1", "mask_smoothing must be in [0, 1)"),
         ("train.lecam_weight=-0.5", "lecam_weight must be >= 0"),
         ("train.real_dihedral=yes", "expected true or false"),
+        ('train.diffaugment=["translation","translation-reflect"]', "choose one"),
+        ('train.diffaugment=["translation-mirror"]', "is not one of"),
     ],
 )
 def test_bad_switch_values_are_one_line(override: str, expected: str) -> None:
