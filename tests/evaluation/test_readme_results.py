@@ -19,12 +19,14 @@ SUMMARIES = [path for path in RESULTS if path.stem.startswith("evaluate-")]
 
 
 def test_the_shipped_experiments_have_committed_summaries() -> None:
-    assert {path.stem for path in SUMMARIES} >= {"evaluate-liver", "evaluate-lung"}
+    assert {path.stem for path in SUMMARIES} >= {"evaluate-liver", "evaluate-lung", "evaluate-phantom-ct"}
     assert {path.stem for path in RESULTS} >= {"calibration-liver-lesions", "calibration-lung-nodules"}
     for path in SUMMARIES:
         summary = json.loads(path.read_text())
         assert summary["format"] == SUMMARY_FORMAT and summary["name"] == path.stem
-        assert summary["classification"]["arms"] and summary["runtime_s"] > 0
+        tasks = [task for task in ("classification", "segmentation") if summary.get(task)]
+        assert tasks and all(summary[task]["arms"] for task in tasks) and summary["runtime_s"] > 0
+    assert json.loads((ROOT / "results" / "evaluate-phantom-ct.json").read_text())["segmentation"]["arms"][0]["name"] == "real"
 
 
 @pytest.mark.parametrize("path", RESULTS, ids=[path.stem for path in RESULTS])
