@@ -17,8 +17,10 @@ background, since 0 is halfway between background (-1) and lesion (+1), a value 
 ``translation-reflect`` shifts like ``translation`` but fills what it uncovers with the mirror image of the
 sample (reflection at the border without repeating the edge pixel, as StyleGAN2-ADA's integer translation
 pads), so it draws no straight edge. Zero fill and cutout put a straight-edged block in every image the
-discriminator sees, real or fake, so it learns to ignore straight edges at the borders and in the interior:
-the shipped generators' samples carry exactly such frames (issue #13).
+discriminator sees, real or fake, which may teach it to ignore straight edges, and the shipped generators'
+samples carry square frames. Tried in results/ablations/gan-lung-round3.json (one seed, 1 000 steps): without
+cutout and zero fill the square halo around the nodule stayed; without the colour operation (brightness up to
+±350 HU in the lung window, so the discriminator cannot see absolute HU) the concentric frames went.
 
 As elsewhere (TorchIO's habit), :meth:`DiffAugment.sample` draws the parameters from an explicit
 ``torch.Generator`` and hands them to :func:`augment`, a pure function of the batch and the parameters.
