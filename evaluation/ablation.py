@@ -61,15 +61,22 @@ def recipe_changes(resolved: Mapping[str, Any], base: Mapping[str, Any]) -> dict
     return changes
 
 
+def _json(text: str, path: Path) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise AugmentorError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from None
+
+
 def _json_lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [_json(line, path) for line in path.read_text().splitlines() if line.strip()]
 
 
 def run_record(run: Path, base: Mapping[str, Any]) -> dict[str, Any]:
     """One run directory as an ablation row: name, changes, steps, minutes, monitor scores, selected step."""
     if not (run / RECIPE).is_file():
         raise AugmentorError(f"{run}: not a training run directory (no {RECIPE})")
-    resolved = json.loads((run / RECIPE).read_text())
+    resolved = _json((run / RECIPE).read_text(), run / RECIPE)
     metrics = _json_lines(run / METRICS) if (run / METRICS).is_file() else []
     monitor: list[dict[str, Any]] = []
     scored_by = None
@@ -77,7 +84,7 @@ def run_record(run: Path, base: Mapping[str, Any]) -> dict[str, Any]:
         if (run / name).is_file():
             monitor, scored_by = _json_lines(run / name), name
             break
-    card = json.loads((run / CARD).read_text()) if (run / CARD).is_file() else {}
+    card = _json((run / CARD).read_text(), run / CARD) if (run / CARD).is_file() else {}
     return {
         "name": run.name,
         "changes": recipe_changes(resolved, base),
@@ -142,15 +149,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--setting", default="", help="the machine and how it was shared")
     parser.add_argument("--out", type=Path, help="the record to write (JSON)")
     parser.add_argument("--table", type=Path, help="print the table of a record and exit")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     arguments = parser.parse_args(argv)
     try:
         if arguments.table:
             if not arguments.table.is_file():
                 raise AugmentorError(f"{arguments.table}: no such record")
-            print(table(json.loads(arguments.table.read_text())))
+            print(table(_json(arguments.table.read_text(), arguments.table)))
             return 0
         if not arguments.runs or not arguments.base or not arguments.out:
             raise AugmentorError("give run directories, --base and --out (or --table RECORD)")
+        if arguments.out.exists() and not arguments.overwrite:
+            raise AugmentorError(f"{arguments.out} exists; pass --overwrite to replace it")
         record = collect(arguments.runs, arguments.base, arguments.what, arguments.setting)
     except AugmentorError as error:
         print(f"error: {error}", file=sys.stderr)

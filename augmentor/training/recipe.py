@@ -60,6 +60,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from augmentor.recipes import register_recipe_kind
+from augmentor.training.diffaugment import parse_policy
 
 # The registry (augmentor.models.registry.NETWORKS) holds these names too; a test keeps them in step.
 GeneratorFamily = Literal["dcgan-generator"]
@@ -172,8 +173,7 @@ class TrainSection:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if len(set(self.diffaugment)) != len(self.diffaugment):
             raise ValueError(f"diffaugment lists an operation twice: {list(self.diffaugment)}")
-        if {"translation", "translation-reflect"} <= set(self.diffaugment):
-            raise ValueError("diffaugment: translation and translation-reflect are one shift, filled two ways; choose one")
+        parse_policy(self.diffaugment)  # the operations' own rules (e.g. one of the two translations)
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         for name in ("r1_gamma", "lecam_weight"):

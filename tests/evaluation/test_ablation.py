@@ -61,3 +61,17 @@ def test_a_folder_that_is_not_a_run_is_refused_in_one_line(tmp_path: Path, capsy
     error = capsys.readouterr().err
     assert error.startswith("error: ") and "not a training run directory" in error and error.count("\n") == 1
     assert not (tmp_path / "r.json").exists()
+
+
+def test_an_existing_record_or_a_damaged_log_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
+    run = fake_run(tmp_path / "run", [], [])
+    out = tmp_path / "record.json"
+    out.write_text("keep me")
+    assert main([str(run), "--base", "tiny-cgan", "--out", str(out)]) == 1
+    assert "exists; pass --overwrite" in capsys.readouterr().err and out.read_text() == "keep me"
+    assert main([str(run), "--base", "tiny-cgan", "--out", str(out), "--overwrite"]) == 0
+    (run / "metrics.jsonl").write_text('{"step": 10, "elapsed')
+    capsys.readouterr()
+    assert main([str(run), "--base", "tiny-cgan", "--out", str(out), "--overwrite"]) == 1
+    error = capsys.readouterr().err
+    assert "metrics.jsonl: not valid JSON" in error and error.count("\n") == 1
