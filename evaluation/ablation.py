@@ -133,7 +133,7 @@ def table(record: Mapping[str, Any]) -> str:
             texture_ratio = texture[0] / texture[1] if None not in texture and texture[1] else None
             missed = sorted(set(criteria) - set(scores.get("diversity", {}).get("passed", []))) if criteria else []
             rows.append(
-                f"| {run['name']} | {_changes_text(run['changes'])} | {entry['step']} | {_number(scores.get('kid'), 3)} | "
+                f"| {run['name']} | {_changes_text(run.get('changes') or {})} | {entry['step']} | {_number(scores.get('kid'), 3)} | "
                 f"{_number(scores.get('coverage'))} | {_number(criteria.get('nn_distance'))} | {_number(criteria.get('nn_mask_iou'))} | "
                 f"{_number(criteria.get('lesion_area'))} | {_number(criteria.get('bright_fraction'))} | {_number(texture_ratio)} | "
                 f"{', '.join(missed) if criteria else '–'} | {_number(scores.get('c2st_auc'), 3)} | {_number(run['minutes'], 1)} |"

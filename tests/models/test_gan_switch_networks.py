@@ -24,6 +24,8 @@ from augmentor.models.dcgan import (
     NoiseInjection,
     ProjectionDiscriminator,
     Upsample,
+    _mix32,
+    _pixel_uniforms,
     fold_resize_upsampling,
     latent_noise,
 )
@@ -247,6 +249,15 @@ def test_noise_maps_are_standard_normal_white_and_a_function_of_the_latent() -> 
     nudged[0, 3] = torch.nextafter(nudged[0, 3], torch.tensor(10.0))
     changed = latent_noise(nudged, [8, 64])[1]
     assert (changed[0] != maps[1][0]).float().mean() > 0.99 and torch.equal(changed[1:], maps[1][1:])
+
+
+def test_noise_hash_on_a_cpu_has_the_bits_of_the_int64_torch_hash_other_devices_use() -> None:
+    seeds = torch.tensor([0, 1, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, 123456789], dtype=torch.int64)
+    counters = torch.arange(5000, 9096, dtype=torch.int64)
+    reference = (_mix32(_mix32(seeds[:, None] ^ _mix32(counters)[None, :])).double() + 0.5) / 2.0**32
+    uniforms = _pixel_uniforms(seeds, 5000, 4096)
+    assert uniforms.dtype == torch.float64 and torch.equal(uniforms, reference)
+    assert uniforms.min().item() > 0.0 and uniforms.max().item() < 1.0
 
 
 def test_noise_inputs_start_silent_and_then_add_texture_to_the_image_only() -> None:
