@@ -208,7 +208,7 @@ ZOO_BLOCK = "zoo"
 # Recipe settings the README names when a shipped model's recipe moves them off their defaults.
 NAMED_SETTINGS = (
     ("model", "upsample"), ("model", "minibatch_std"), ("model", "mask_output"), ("model", "embedding_init"),
-    ("train", "real_dihedral"), ("train", "r1_gamma"), ("train", "lecam_weight"), ("train", "mask_smoothing"),
+    ("model", "noise_inputs"), ("train", "diffaugment"), ("train", "real_dihedral"), ("train", "r1_gamma"), ("train", "lecam_weight"), ("train", "mask_smoothing"),
     ("train", "mask_background_fill"),
 )
 # The bright-pixel (contrast-filled vessel) criterion is judged for the liver alone, as tests/test_zoo_diversity.py does.

@@ -60,7 +60,7 @@ def test_shipped_cards_rebuild_their_network_and_bytes(name: str) -> None:
 
 def test_a_card_from_before_the_switches_builds_the_original_network() -> None:
     _, card = load_generator(resolve_model("frid-adar-liver").path)
-    config = {k: v for k, v in card["architecture"]["config"].items() if k not in ("upsample", "mask_output", "embedding_init")}
+    config = {k: v for k, v in card["architecture"]["config"].items() if k not in ("upsample", "mask_output", "embedding_init", "noise_inputs")}
     network = build_network(card["architecture"]["family"], **config)
     assert network.config["upsample"] == "transposed" and network.config["mask_output"] == "tanh"
     assert isinstance(network.main[-1], nn.Tanh) and isinstance(network.main[0], nn.ConvTranspose2d)
