@@ -48,7 +48,7 @@ lint: $(STAMP)
 # seed (1), the evaluate recipes' training patients only (--export-train: the validation patients that
 # early-stop the downstream arms stay unseen), then each recipe, one per core with one thread each (the
 # setting the shipped cards record; the same threads reproduce the same bytes). On 2 CPU cores about
-# 80 minutes; with a GPU, minutes. Weights land in augmentor/zoo/weights/<name>/.
+# 110 minutes (the lung run, with its monitor checks); with a GPU, minutes. Weights land in augmentor/zoo/weights/<name>/.
 ZOO_DIR := augmentor/zoo/weights
 zoo: $(STAMP)
 	for seed in 0 1; do \

@@ -37,8 +37,9 @@ SHORTFALLS: dict[str, frozenset[str]] = {
     "c0058b388d80b5fdb78d94c6d3be72f36a376527ea393006c27e6b80f7049c2a": frozenset(
         {"cyst: bright_fraction", "metastasis: bright_fraction", "hemangioma: bright_fraction", "metastasis: nn_distance"}
     ),
-    # onishi-lung-dcgan: nodules too large (median area 1.27x real benign, 1.50x real malignant)
-    "4a3133790f2df06d37af37f5d1b14c6db0892ee20dcd1fa94305d10ed34f1388": frozenset({"benign: lesion_area", "malignant: lesion_area"}),
+    # onishi-lung-dcgan (noise inputs, reflecting translation): malignant nodules too large (median area 1.44x real);
+    # the model it replaced (4a3133790f2d…) missed the area in both classes (1.27x benign, 1.50x malignant)
+    "7482a98893dae5977cefb221aacea7eef8cc2d349ea0b1d68a2ad451a644aaf6": frozenset({"malignant: lesion_area"}),
 }
 SHIPPED = [("frid-adar-liver", "liver-lesions"), ("onishi-lung-dcgan", "lung-nodules")]
 

@@ -75,3 +75,10 @@ def test_an_existing_record_or_a_damaged_log_is_refused_in_one_line(tmp_path: Pa
     assert main([str(run), "--base", "tiny-cgan", "--out", str(out), "--overwrite"]) == 1
     error = capsys.readouterr().err
     assert "metrics.jsonl: not valid JSON" in error and error.count("\n") == 1
+
+
+def test_a_record_from_before_the_changes_column_prints_its_runs_as_the_base_recipe() -> None:
+    # results/ablations/gan-zoo-round2.json: the shipped runs, written before records listed changes
+    record = {"runs": [{"name": "onishi-lung-dcgan", "steps_run": 4000, "minutes": 81.5, "monitor": [{"step": 1000, "scores": scores(0.033, 0.99, [])}]}]}
+    (row,) = table(record).splitlines()[2:]
+    assert row.startswith("| onishi-lung-dcgan | (the base recipe) | 1000 | 0.033 |")
