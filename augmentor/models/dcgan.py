@@ -193,8 +193,8 @@ def _pixel_uniforms(seeds: torch.Tensor, start: int, count: int) -> torch.Tensor
     (B, count) float64. On a CPU through numpy's uint32 (the hash dominates generation time otherwise),
     elsewhere in torch's int64; the bits are the same (``tests/models/test_gan_switch_networks.py``)."""
     if seeds.device.type != "cpu":
-        counters = torch.arange(start, start + count, device=seeds.device, dtype=torch.int64)
-        return (_mix32(_mix32(seeds[:, None] ^ _mix32(counters)[None, :])).double() + 0.5) / 2.0**32
+        pixels = torch.arange(start, start + count, device=seeds.device, dtype=torch.int64)
+        return (_mix32(_mix32(seeds[:, None] ^ _mix32(pixels)[None, :])).double() + 0.5) / 2.0**32
     counters = _mix32_numpy(np.arange(start, start + count, dtype=np.uint32))
     hashed = _mix32_numpy(_mix32_numpy(seeds.numpy().astype(np.uint32)[:, None] ^ counters[None, :]))
     uniform = hashed.astype(np.float64)
