@@ -61,6 +61,13 @@ def recipe_changes(resolved: Mapping[str, Any], base: Mapping[str, Any]) -> dict
     return changes
 
 
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise AugmentorError(f"{path}: unreadable ({error})") from None
+
+
 def _json(text: str, path: Path) -> Any:
     try:
         return json.loads(text)
@@ -68,15 +75,19 @@ def _json(text: str, path: Path) -> Any:
         raise AugmentorError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from None
 
 
+def _json_file(path: Path) -> Any:
+    return _json(_read(path), path)
+
+
 def _json_lines(path: Path) -> list[dict[str, Any]]:
-    return [_json(line, path) for line in path.read_text().splitlines() if line.strip()]
+    return [_json(line, path) for line in _read(path).splitlines() if line.strip()]
 
 
 def run_record(run: Path, base: Mapping[str, Any]) -> dict[str, Any]:
     """One run directory as an ablation row: name, changes, steps, minutes, monitor scores, selected step."""
     if not (run / RECIPE).is_file():
         raise AugmentorError(f"{run}: not a training run directory (no {RECIPE})")
-    resolved = _json((run / RECIPE).read_text(), run / RECIPE)
+    resolved = _json_file(run / RECIPE)
     metrics = _json_lines(run / METRICS) if (run / METRICS).is_file() else []
     monitor: list[dict[str, Any]] = []
     scored_by = None
@@ -84,7 +95,7 @@ def run_record(run: Path, base: Mapping[str, Any]) -> dict[str, Any]:
         if (run / name).is_file():
             monitor, scored_by = _json_lines(run / name), name
             break
-    card = _json((run / CARD).read_text(), run / CARD) if (run / CARD).is_file() else {}
+    card = _json_file(run / CARD) if (run / CARD).is_file() else {}
     return {
         "name": run.name,
         "changes": recipe_changes(resolved, base),
@@ -155,7 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if arguments.table:
             if not arguments.table.is_file():
                 raise AugmentorError(f"{arguments.table}: no such record")
-            print(table(_json(arguments.table.read_text(), arguments.table)))
+            record = _json_file(arguments.table)
+            if not isinstance(record, dict) or not isinstance(record.get("runs"), list):
+                raise AugmentorError(f"{arguments.table}: not an ablation record (no list of runs)")
+            print(table(record))
             return 0
         if not arguments.runs or not arguments.base or not arguments.out:
             raise AugmentorError("give run directories, --base and --out (or --table RECORD)")

@@ -82,3 +82,14 @@ def test_a_record_from_before_the_changes_column_prints_its_runs_as_the_base_rec
     record = {"runs": [{"name": "onishi-lung-dcgan", "steps_run": 4000, "minutes": 81.5, "monitor": [{"step": 1000, "scores": scores(0.033, 0.99, [])}]}]}
     (row,) = table(record).splitlines()[2:]
     assert row.startswith("| onishi-lung-dcgan | (the base recipe) | 1000 | 0.033 |")
+
+
+def test_table_refuses_a_file_that_is_not_a_record_in_one_line(tmp_path: Path, capsys) -> None:
+    other = tmp_path / "summary.json"
+    other.write_text(json.dumps({"format": "augmentor-summary", "name": "evaluate-lung"}))
+    binary = tmp_path / "weights.json"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    for path, message in ((other, "not an ablation record"), (binary, "unreadable")):
+        assert main(["--table", str(path)]) == 1
+        error = capsys.readouterr().err
+        assert message in error and error.count("\n") == 1
