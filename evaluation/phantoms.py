@@ -34,7 +34,7 @@ from evaluation.recipe import EvaluateRecipe, PhantomSection, translation_label
 
 TRAIN_HINT = (
     "augment phantom --n-patients 40 --out phantoms.h5; augment train cyclegan-phantom-ct --data-a phantoms.h5 --data-b CT_TRAIN.h5 --out {name} "
-    "(add --set train.structure_consistency=true for the structure-consistent model)"
+    "(recipe cyclegan-phantom-ct-structure for the structure-consistent model)"
 )
 
 

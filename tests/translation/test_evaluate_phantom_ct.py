@@ -96,13 +96,13 @@ def test_every_arm_dice_per_structure_paired_deltas_and_the_cached_translations(
 
 
 def test_a_translation_model_that_is_not_trained_is_refused_in_one_line(phantom_ct: dict[str, Path], tmp_path: Path) -> None:
-    missing = json.dumps([str(phantom_ct["tiny-cyclegan"]), "cyclegan-phantom-ct-structure"])
+    missing = json.dumps([str(phantom_ct["tiny-cyclegan"]), "my-cyclegan-phantom-ct"])
     result = CliRunner().invoke(
         app, ["evaluate", "tiny-evaluate-phantom-ct", "--out", str(tmp_path / "report"),
               *(f"--set={value}" for value in overrides(phantom_ct, tmp_path / "pools", f"phantoms.translation_models={missing}"))],
     )
     assert_one_line_error(
-        result, "'cyclegan-phantom-ct-structure' is neither shipped nor trained", "augment train cyclegan-phantom-ct", "structure_consistency=true"
+        result, "'my-cyclegan-phantom-ct' is neither shipped nor trained", "augment train cyclegan-phantom-ct", "cyclegan-phantom-ct-structure"
     )
     assert not (tmp_path / "report").exists() and not (tmp_path / "pools").exists()
 
