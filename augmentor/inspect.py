@@ -81,6 +81,10 @@ class InspectSummary:
         counts_per_source: samples per source (one source per file).
         hu: HU statistics of every pixel; ``hu_per_class`` per class; ``hu_in_mask_per_class`` of the
             pixels inside the masks (the lesions), per class.
+        lesion_diameter_mm_per_class: per class, the 25th, 50th and 75th percentiles over samples of the
+            lesion's equivalent diameter (of a disc with the mask's area, at the file's pixel spacing), for
+            files with binary masks (background, one structure); empty for multi-label masks. A synthetic
+            set whose lesions are larger or smaller than the real ones it should match shows here.
         provenance: a short summary of the provenance record.
         patients: number of distinct patient ids (None when the file has none).
         grid: the grid PNG written, if any.
@@ -102,9 +106,19 @@ class InspectSummary:
     hu: HUStats | None = None
     hu_per_class: dict[str, HUStats | None] = field(default_factory=dict)
     hu_in_mask_per_class: dict[str, HUStats | None] = field(default_factory=dict)
+    lesion_diameter_mm_per_class: dict[str, tuple[float, float, float] | None] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     patients: int | None = None
     grid: Path | None = None
+
+
+def _diameter_quartiles(pixels: np.ndarray, spacing_mm: tuple[float, float]) -> tuple[float, float, float] | None:
+    """Quartiles of the equivalent diameters (mm) of masks of ``pixels`` pixels each; None for no samples."""
+    if pixels.size == 0:
+        return None
+    diameters = 2.0 * np.sqrt(pixels * spacing_mm[0] * spacing_mm[1] / np.pi)
+    low, median, high = np.percentile(diameters, [25, 50, 75])
+    return float(low), float(median), float(high)
 
 
 def default_grid_path(path: str | Path) -> Path:
@@ -162,12 +176,14 @@ def inspect_file(
         num_classes = len(info.class_names)
         all_pixels = np.zeros((num_classes, HISTOGRAM_BINS), dtype=np.int64)
         mask_pixels = np.zeros((num_classes, HISTOGRAM_BINS), dtype=np.int64)
+        lesion_pixels = np.zeros(len(file), dtype=np.int64)  # per sample
         with progress_bar("inspect", total=len(file), enabled=progress) as advance:
             for start in range(0, len(file), BLOCK):
                 stop = min(start + BLOCK, len(file))
                 block_images, block_masks, _ = file.read(np.arange(start, stop))
                 images = block_images.astype(np.int32) + HISTOGRAM_OFFSET  # (B, C, H, W)
                 inside = block_masks > 0  # (B, H, W)
+                lesion_pixels[start:stop] = inside.reshape(len(inside), -1).sum(axis=1)
                 block_labels = labels[start:stop]
                 for label in np.unique(block_labels):
                     chosen = block_labels == label
@@ -201,6 +217,10 @@ def inspect_file(
         hu=HUStats.from_histogram(all_pixels.sum(axis=0)),
         hu_per_class={name: HUStats.from_histogram(all_pixels[i]) for i, name in enumerate(info.class_names)},
         hu_in_mask_per_class={name: HUStats.from_histogram(mask_pixels[i]) for i, name in enumerate(info.class_names)},
+        lesion_diameter_mm_per_class=(
+            {name: _diameter_quartiles(lesion_pixels[labels == i], info.pixel_spacing_mm) for i, name in enumerate(info.class_names)}
+            if len(info.mask_label_names) == 2 else {}
+        ),
         provenance=_provenance_summary(info.provenance),
         patients=patients,
         grid=grid_path,
@@ -307,6 +327,15 @@ def print_summary(summary: InspectSummary, console: Any = None) -> None:
         cells.append("-" if lesion is None else f"{lesion.mean:.1f} ± {lesion.std:.1f}")
         classes.add_row(*cells)
     out.print(classes)
+
+    if summary.lesion_diameter_mm_per_class:
+        sizes = Table(title="lesion diameter, mm (disc of equal area)", title_justify="left")
+        for heading in ("class", "p25", "median", "p75"):
+            sizes.add_column(heading, justify="left" if heading == "class" else "right")
+        for name in summary.class_names:
+            quartiles = summary.lesion_diameter_mm_per_class.get(name)
+            sizes.add_row(name, *(["-"] * 3 if quartiles is None else [f"{value:.1f}" for value in quartiles]))
+        out.print(sizes)
 
     provenance = Table(title="provenance", show_header=False, title_justify="left")
     provenance.add_column(style="bold")

@@ -38,6 +38,25 @@ def test_summary_matches_numpy(tiny_file: Callable[..., Path]) -> None:
     assert summary.provenance["seed"] == 0 and "created" in summary.provenance
 
 
+def test_lesion_diameters_per_class_at_the_files_spacing(tiny_file: Callable[..., Path]) -> None:
+    path = tiny_file(count=12, size=16, pixel_spacing_mm=(0.5, 0.8))
+    summary = inspect_file(path, make_grid=False)
+    file = H5File(path)
+    _, masks, labels = file.read(np.arange(len(file)))
+    diameters = {}
+    for index, name in enumerate(summary.class_names):
+        expected = 2.0 * np.sqrt((masks[labels == index] > 0).sum(axis=(1, 2)) * 0.5 * 0.8 / np.pi)
+        quartiles = summary.lesion_diameter_mm_per_class[name]
+        assert quartiles == pytest.approx(tuple(np.percentile(expected, [25, 50, 75])))
+        diameters[name] = quartiles[1]
+    assert diameters["cyst"] < diameters["metastasis"] < diameters["hemangioma"]  # the tiny file's disc radii 2, 3, 4
+    table = runner.invoke(app, ["inspect", str(path), "--no-grid"])
+    assert table.exit_code == 0 and "lesion diameter" in table.output and f"{diameters['metastasis']:.1f}" in table.output
+
+    labelled = tiny_file("labelled.h5", count=6, size=16, mask_label_names=("background", "liver", "vessel"))
+    assert inspect_file(labelled, make_grid=False).lesion_diameter_mm_per_class == {}  # organ label maps have no lesion
+
+
 def test_grid_png_next_to_the_file_rows_per_class(tiny_file: Callable[..., Path], tmp_path: Path) -> None:
     path = tiny_file(count=6, size=16)
     summary = inspect_file(path, per_class=2)
