@@ -209,7 +209,7 @@ ZOO_BLOCK = "zoo"
 NAMED_SETTINGS = (
     ("model", "upsample"), ("model", "minibatch_std"), ("model", "mask_output"), ("model", "embedding_init"),
     ("model", "noise_inputs"), ("train", "diffaugment"), ("train", "real_dihedral"), ("train", "r1_gamma"), ("train", "lecam_weight"), ("train", "mask_smoothing"),
-    ("train", "mask_background_fill"),
+    ("train", "mask_background_fill"), ("train", "ada_target"),
 )
 # The bright-pixel (contrast-filled vessel) criterion is judged for the liver alone, as tests/test_zoo_diversity.py does.
 BRIGHT_JUDGED_MODELS = frozenset({"frid-adar-liver"})

@@ -126,6 +126,8 @@ class AdversarialAlgorithm(ABC):
         # What the losses call when they need parameter gradients (DDP wrappers once distributed).
         self.generator_replica: nn.Module = self.generator
         self.discriminator_replica: nn.Module = self.discriminator
+        # ADA's augmentation probability (a 0-d device tensor), or None: every operation on every sample.
+        self.augment_probability: torch.Tensor | None = None
 
     def distribute(self, world: Distributed) -> None:
         """Train as one rank of ``world``: global BatchNorm statistics, DDP wrappers, per-sample draws.
@@ -175,9 +177,10 @@ class AdversarialAlgorithm(ABC):
         return torch.cat([image, 2.0 * torch.sigmoid(logits) - 1.0], dim=1)
 
     def augmented(self, pairs: torch.Tensor) -> torch.Tensor:
+        probability = self.augment_probability
         if not self.world.is_distributed:
-            return self.augment(pairs, self.random)
-        return self.augment(pairs, self.random, pairs.shape[0] * self.world.world_size, self.world.rows)
+            return self.augment(pairs, self.random, probability=probability)
+        return self.augment(pairs, self.random, pairs.shape[0] * self.world.world_size, self.world.rows, probability=probability)
 
     @staticmethod
     def optimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:

@@ -16,6 +16,13 @@ Regularisers of the discriminator (issue #13; off by default), added to its loss
   ``weight · (E(D(x) - α_F)^2 + E(D(G(z)) - α_R)^2)`` is taken, as in the paper's code. The anchors and
   the update count are part of :meth:`ConditionalGAN.state_dict` (a resumed run continues exactly).
 
+Adaptive augmentation probability (Karras et al. 2020, ADA; off by default): DiffAugment's operations apply
+to each sample with probability p, which starts at 0 and every ``ADA_INTERVAL`` discriminator updates moves
+by ``± ADA_INTERVAL · batch / ada_images`` towards keeping the overfitting heuristic
+``r_t = E[sign D(x_real)]`` (over those updates' augmented reals) at ``ada_target`` (0.6 published): up when
+the discriminator grows too sure of the reals, down when it does not. p, the running sum of signs and the
+last r_t are device tensors (no host synchronisation) and part of the state (exact resume); both are logged.
+
 Data-parallel: the fakes and the discriminator's loss go through the DDP wrappers (their gradients are
 averaged across ranks); the generator's loss goes through the plain, frozen discriminator, since only
 the generator's gradients are wanted from it. R1 needs a double backward DDP does not support, so, like
@@ -45,6 +52,7 @@ from augmentor.training.losses import (
 )
 
 LECAM_DECAY = 0.99  # Tseng et al. 2021's moving-average decay of the anchors
+ADA_INTERVAL = 4  # discriminator updates between adjustments of the augmentation probability (Karras et al. 2020)
 
 
 class ConditionalGAN(AdversarialAlgorithm):
@@ -56,6 +64,8 @@ class ConditionalGAN(AdversarialAlgorithm):
         r1_gamma: γ of the R1 penalty (0: off).
         r1_every: take R1 on every k-th update only, multiplied by k (lazy regularisation).
         lecam_weight: weight of the LeCam regulariser (0: off).
+        ada_target: the target of ADA's r_t (0: off, DiffAugment on every sample; 0.6 published).
+        ada_images: real images over which p can move from 0 to 1 (published: 500 000).
         **settings: learning rates, betas, augment, precision, seed, device, mask_smoothing, real_dihedral
             (see :class:`~augmentor.training.algorithm.AdversarialAlgorithm`).
     """
@@ -69,6 +79,8 @@ class ConditionalGAN(AdversarialAlgorithm):
         r1_gamma: float = 0.0,
         r1_every: int = 1,
         lecam_weight: float = 0.0,
+        ada_target: float = 0.0,
+        ada_images: int = 100_000,
         **settings: Any,
     ) -> None:
         self.loss = AdversarialLoss(loss)
@@ -76,6 +88,10 @@ class ConditionalGAN(AdversarialAlgorithm):
             raise ValueError("the Wasserstein loss needs a Lipschitz constraint: use WassersteinGP")
         if r1_gamma < 0 or lecam_weight < 0 or r1_every < 1:
             raise ValueError(f"need r1_gamma >= 0, r1_every >= 1, lecam_weight >= 0; got {r1_gamma}, {r1_every}, {lecam_weight}")
+        if not 0.0 <= ada_target < 1.0 or ada_images < 1:
+            raise ValueError(f"need ada_target in [0, 1) and ada_images >= 1; got {ada_target}, {ada_images}")
+        if ada_target and not settings["augment"]:
+            raise ValueError("ada_target adapts the probability of DiffAugment's operations: give a diffaugment policy")
         if r1_gamma and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()):
             raise ValueError("R1 needs a discriminator without batch normalization (its gradient is per sample)")
         super().__init__(generator, discriminator, **settings)
@@ -85,6 +101,12 @@ class ConditionalGAN(AdversarialAlgorithm):
         self.updates = 0  # discriminator updates so far (the lazy R1 schedule)
         self.lecam_anchors = torch.zeros(2, device=self.device)  # (α_R, α_F)
         self.last_r1 = torch.zeros((), device=self.device)  # the latest R1 value, logged on lazy updates too
+        self.ada_target = ada_target
+        self.ada_images = ada_images
+        if ada_target:
+            self.augment_probability = torch.zeros((), device=self.device)
+        self.ada_signs = torch.zeros((), device=self.device)  # sum over this interval's updates of E[sign D(real)]
+        self.ada_rt = torch.zeros((), device=self.device)  # the last interval's r_t
 
     def r1_weight(self, update: int) -> float:
         """The factor of the R1 penalty on update ``update`` (0-based): γ/2 · k on every k-th update, else 0."""
@@ -114,6 +136,18 @@ class ConditionalGAN(AdversarialAlgorithm):
             metrics["lecam_penalty"] = penalty.detach()
         return total, metrics
 
+    def adapt_augmentation(self, real_logits: torch.Tensor) -> None:
+        """ADA's heuristic after a discriminator update: accumulate E[sign D(real)] (over the global batch) and,
+        every ``ADA_INTERVAL`` updates, move p by ``± ADA_INTERVAL · global batch / ada_images`` within [0, 1]."""
+        assert self.augment_probability is not None
+        self.ada_signs = self.ada_signs + all_ranks_mean(torch.sign(real_logits.detach().float()).mean(), self.world)
+        if self.updates % ADA_INTERVAL:
+            return
+        self.ada_rt = self.ada_signs / ADA_INTERVAL
+        step = ADA_INTERVAL * real_logits.shape[0] * self.world.world_size / self.ada_images
+        self.augment_probability = (self.augment_probability + torch.sign(self.ada_rt - self.ada_target) * step).clamp(0.0, 1.0)
+        self.ada_signs = torch.zeros_like(self.ada_signs)
+
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         real, labels = self.real_pairs(batch)
         latents = self.draw_latents(real.shape[0])
@@ -130,6 +164,10 @@ class ConditionalGAN(AdversarialAlgorithm):
                 loss_d = loss_d + extra
         self.optimise(loss_d, self.discriminator_optimizer, self.discriminator_scaler)
         self.updates += 1
+        if self.ada_target:
+            self.adapt_augmentation(real_logits)
+            penalties["augment_probability"] = self.augment_probability.clone()  # type: ignore[union-attr]
+            penalties["ada_rt"] = self.ada_rt
 
         self.discriminator.requires_grad_(False)  # the generator's step does not need D's weight gradients
         with self.precision.autocast():
@@ -150,6 +188,8 @@ class ConditionalGAN(AdversarialAlgorithm):
             "updates": self.updates,
             "lecam_anchors": self.lecam_anchors.clone(),
             "last_r1": self.last_r1.clone(),
+            **({"augment_probability": self.augment_probability.clone(), "ada_signs": self.ada_signs.clone(),
+                "ada_rt": self.ada_rt.clone()} if self.augment_probability is not None else {}),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -159,3 +199,7 @@ class ConditionalGAN(AdversarialAlgorithm):
         if "lecam_anchors" in state:
             self.lecam_anchors = state["lecam_anchors"].to(self.device, torch.float32)
             self.last_r1 = state["last_r1"].to(self.device, torch.float32)
+        if self.augment_probability is not None and "augment_probability" in state:
+            self.augment_probability = state["augment_probability"].to(self.device, torch.float32)
+            self.ada_signs = state["ada_signs"].to(self.device, torch.float32)
+            self.ada_rt = state["ada_rt"].to(self.device, torch.float32)

@@ -24,6 +24,12 @@ cutout and zero fill the square halo around the nodule stayed; without the colou
 
 As elsewhere (TorchIO's habit), :meth:`DiffAugment.sample` draws the parameters from an explicit
 ``torch.Generator`` and hands them to :func:`augment`, a pure function of the batch and the parameters.
+
+Adaptive probability (Karras et al. 2020, "Training generative adversarial networks with limited data",
+ADA): given ``probability`` p (a 0-d device tensor), each operation of the policy is applied to each sample
+independently with probability p, and otherwise left out for that sample (:meth:`AugmentParameters.gated`);
+the algorithm moves p with its overfitting heuristic (:class:`augmentor.training.cgan.ConditionalGAN`). The
+gates are drawn after the parameters, so a run without them draws exactly what it did before.
 """
 
 from __future__ import annotations
@@ -59,6 +65,28 @@ class AugmentParameters:
     cutout_corner: torch.Tensor | None = None  # (B, 2) integer top-left corner (may lie outside the image)
     cutout_size: tuple[int, int] = (0, 0)
     reflect: bool = False  # the shift mirrors the sample into what it uncovers (translation-reflect)
+
+    def gated(self, apply: torch.Tensor) -> AugmentParameters:
+        """These parameters with operation k left out of the samples where ``apply[:, k]`` is False.
+
+        ``apply`` is (B, 3) bool: colour, shift, cutout. A left-out operation gets its identity parameters
+        (brightness 0, contrast 1, shift 0, a cutout box placed wholly above and left of the image)."""
+
+        def where(column: int, value: torch.Tensor | None, identity: torch.Tensor) -> torch.Tensor | None:
+            if value is None:
+                return None
+            keep = apply[:, column].view(-1, *([1] * (value.dim() - 1)))
+            return torch.where(keep, value, identity.to(value.dtype))
+
+        outside = torch.tensor([-self.cutout_size[0], -self.cutout_size[1]], device=apply.device)
+        return AugmentParameters(
+            where(0, self.brightness, torch.zeros((), device=apply.device)),
+            where(0, self.contrast, torch.ones((), device=apply.device)),
+            where(1, self.shift, torch.zeros((), device=apply.device)),
+            where(2, self.cutout_corner, outside),
+            self.cutout_size,
+            self.reflect,
+        )
 
     def rows(self, select: Callable[[torch.Tensor], torch.Tensor]) -> AugmentParameters:
         """The parameters of some rows of the batch (``select`` picks rows of a tensor)."""
@@ -184,8 +212,12 @@ class DiffAugment:
     def __bool__(self) -> bool:
         return bool(self.policy)
 
-    def sample(self, pairs: torch.Tensor, generator: torch.Generator | None = None, batch: int | None = None) -> AugmentParameters:
-        """Draw per-sample parameters for a batch shaped like ``pairs`` (or of ``batch`` samples) on its device."""
+    def sample(
+        self, pairs: torch.Tensor, generator: torch.Generator | None = None, batch: int | None = None,
+        probability: torch.Tensor | None = None,
+    ) -> AugmentParameters:
+        """Draw per-sample parameters for a batch shaped like ``pairs`` (or of ``batch`` samples) on its device;
+        with ``probability`` p, each operation then applies to each sample with probability p (ADA)."""
         _, _, height, width = pairs.shape
         batch = pairs.shape[0] if batch is None else batch
         device = pairs.device
@@ -203,7 +235,11 @@ class DiffAugment:
             # the box's centre is uniform over the image, so its corner is centre - size // 2
             ranges = [(-half, extent - half) for extent, half in ((height, cutout_size[0] // 2), (width, cutout_size[1] // 2))]
             corner = _uniform_integers(batch, ranges, device, generator)
-        return AugmentParameters(brightness, contrast, shift, corner, cutout_size, reflect)
+        parameters = AugmentParameters(brightness, contrast, shift, corner, cutout_size, reflect)
+        if probability is None:
+            return parameters
+        apply = torch.rand(batch, 3, device=device, generator=generator) < probability
+        return parameters.gated(apply)
 
     def __call__(
         self,
@@ -211,14 +247,18 @@ class DiffAugment:
         generator: torch.Generator | None = None,
         global_batch: int | None = None,
         rows: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        probability: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Augment a batch with freshly drawn parameters (identity for an empty policy).
 
         Data-parallel training passes ``global_batch`` and ``rows``: parameters are drawn for the whole
         global batch and ``rows`` picks this process's part, so a sample's augmentation does not depend on
-        how many processes share the batch.
+        how many processes share the batch. ``probability``: see :meth:`sample`.
         """
         if not self.policy:
             return pairs
-        parameters = self.sample(pairs, generator) if rows is None else self.sample(pairs, generator, global_batch).rows(rows)
+        if rows is None:
+            parameters = self.sample(pairs, generator, probability=probability)
+        else:
+            parameters = self.sample(pairs, generator, global_batch, probability).rows(rows)
         return augment(pairs, self.image_channels, parameters, self.mask_background_fill)

@@ -47,6 +47,11 @@ be set from the command line (``augment train RECIPE --set model.upsample=resize
 - ``train.mask_background_fill`` (false): DiffAugment's translation and cutout fill the mask channel with
   -1 (background) instead of 0.
 - ``train.real_dihedral`` (false): each real sample in a random one of the 8 flips / 90° rotations.
+- ``train.ada_target`` (0: off) and ``train.ada_images`` (100 000): adaptive augmentation probability (Karras
+  et al. 2020, ADA) over the DiffAugment policy: each operation applies to each sample with a probability p
+  that starts at 0 and moves by ``4 · batch / ada_images`` every 4 updates to keep ``E[sign D(real)]`` at the
+  target (0.6 published; their 500 000 images for p to cross [0, 1] is more than a 4 000-step run of batch 64
+  sees); cgan only, and it needs a non-empty diffaugment policy.
 
 Values left out take the defaults below; those marked "algorithm default" are filled in from the
 algorithm (cgan: non-saturating loss, Adam 2e-4, betas (0.5, 0.999), as in DCGAN; wgan-gp: Wasserstein
@@ -143,6 +148,8 @@ class TrainSection:
     mask_smoothing: float = 0.0  # real masks as ±(1 - ε)
     mask_background_fill: bool = False  # DiffAugment fills the mask channel with -1, not 0
     real_dihedral: bool = False  # random flip / 90° rotation of each real sample
+    ada_target: float = 0.0  # adaptive augmentation probability: target of E[sign D(real)] (0: off; 0.6 published)
+    ada_images: int = 100_000  # real images over which that probability can move from 0 to 1
 
     def __post_init__(self) -> None:
         defaults = _ALGORITHM_DEFAULTS[self.algorithm]
@@ -183,6 +190,14 @@ class TrainSection:
                 raise ValueError(f"{name} applies to algorithm 'cgan' only (wgan-gp has its own gradient penalty, lambda_gp)")
         if self.r1_every < 1:
             raise ValueError(f"r1_every must be >= 1, got {self.r1_every}")
+        if not 0.0 <= self.ada_target < 1.0:
+            raise ValueError(f"ada_target must be in [0, 1) (0: off; 0.6 published), got {self.ada_target}")
+        if self.ada_target and self.algorithm != "cgan":
+            raise ValueError("ada_target applies to algorithm 'cgan' only (its heuristic reads the sign of a logit)")
+        if self.ada_target and not self.diffaugment:
+            raise ValueError("ada_target adapts the probability of the diffaugment operations: the policy is empty")
+        if self.ada_images < 1:
+            raise ValueError(f"ada_images must be >= 1, got {self.ada_images}")
         if not 0.0 <= self.mask_smoothing < 1.0:
             raise ValueError(f"mask_smoothing must be in [0, 1) (real masks become ±(1 - mask_smoothing)), got {self.mask_smoothing}")
 

@@ -182,7 +182,7 @@ def build_algorithm(recipe: GanRecipe, data: TrainingSet, device: torch.device, 
         return WassersteinGP(generator, discriminator, n_critic=settings.n_critic or 5, lambda_gp=settings.lambda_gp, **common)
     return ConditionalGAN(
         generator, discriminator, loss=settings.loss or "non-saturating", r1_gamma=settings.r1_gamma, r1_every=settings.r1_every,
-        lecam_weight=settings.lecam_weight, **common,
+        lecam_weight=settings.lecam_weight, ada_target=settings.ada_target, ada_images=settings.ada_images, **common,
     )
 
 

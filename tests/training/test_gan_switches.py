@@ -22,7 +22,7 @@ from augmentor.training.cgan import ConditionalGAN
 from augmentor.training.checkpoint import list_checkpoints
 from augmentor.training.data import InMemoryBatches, load_training_set
 from augmentor.training.device import resolve_precision
-from augmentor.training.diffaugment import AugmentParameters, augment
+from augmentor.training.diffaugment import AugmentParameters, DiffAugment, augment
 from augmentor.training.dihedral import dihedral
 from augmentor.training.distributed import Distributed, init_distributed, shutdown_distributed
 from augmentor.training.losses import lecam_penalty, r1_penalty
@@ -33,7 +33,8 @@ CPU = torch.device("cpu")
 ALL_SWITCHES = [
     "model.discriminator_normalization=none", "model.minibatch_std=true", "model.mask_output=logits", "model.upsample=resize",
     "model.embedding_init=unit", "train.r1_gamma=1", "train.r1_every=2", "train.lecam_weight=0.1", "train.mask_smoothing=0.1",
-    "train.mask_background_fill=true", "train.real_dihedral=true", "model.noise_inputs=true",
+    "train.mask_background_fill=true", "train.real_dihedral=true", "model.noise_inputs=true", "train.ada_target=0.6",
+    "train.ada_images=64",
 ]
 
 
@@ -157,6 +158,49 @@ def test_mask_background_fill_in_translation_and_cutout() -> None:
         assert filled.eq(0.5).sum() == today.eq(0.5).sum()  # the rest is unchanged
 
 
+def test_augmentation_probability_gates_each_operation_per_sample() -> None:
+    policy = DiffAugment(("color", "translation", "cutout"))
+    pairs = torch.rand(512, 2, 16, 16) * 2 - 1
+    always = policy(pairs, torch.Generator().manual_seed(3))
+    # p = 1: the parameters are drawn first, so every sample gets exactly what it gets without gates
+    assert torch.equal(policy(pairs, torch.Generator().manual_seed(3), probability=torch.tensor(1.0)), always)
+    torch.testing.assert_close(policy(pairs, torch.Generator().manual_seed(3), probability=torch.tensor(0.0)), pairs)  # (x - m) + m
+    gated = policy.sample(pairs, torch.Generator().manual_seed(3), probability=torch.tensor(0.25))
+    assert gated.shift is not None and gated.cutout_corner is not None and gated.brightness is not None
+    shifted = gated.shift.abs().sum(dim=1) > 0
+    assert 0.15 < shifted.float().mean().item() < 0.3  # 1/4 gated x 16/17^2 of shifts nonzero
+    kept = gated.cutout_corner[:, 0] == -8  # a box above the image erases nothing
+    assert 0.68 < kept.float().mean().item() < 0.82
+    assert torch.equal(augment(pairs[kept], 1, AugmentParameters(cutout_corner=gated.cutout_corner[kept], cutout_size=(8, 8))), pairs[kept])
+    uncoloured = gated.brightness == 0
+    assert torch.all(gated.contrast[uncoloured] == 1) and 0.68 < uncoloured.float().mean().item() < 0.82  # type: ignore[index]
+
+
+def test_ada_raises_the_probability_while_the_discriminator_is_sure_of_the_reals(tiny_h5: Path) -> None:
+    algorithm = _algorithm(tiny_h5, ["train.ada_target=0.6", "train.ada_images=320"])
+    assert algorithm.augment_probability is not None and algorithm.augment_probability.item() == 0.0
+    seen = []
+    for logits in [torch.full((8,), 2.0)] * 8 + [torch.tensor([3.0, -1.0] * 4)] * 4:  # sure (r_t 1), then r_t 0
+        algorithm.updates += 1
+        algorithm.adapt_augmentation(logits)
+        seen.append(algorithm.augment_probability.item())
+    step = cgan_module.ADA_INTERVAL * 8 / 320  # 0.1 per interval of 4 updates
+    assert seen == pytest.approx([0.0] * 3 + [step] * 4 + [2 * step] * 4 + [step])
+    assert algorithm.ada_rt.item() == 0.0
+    metrics = algorithm.train_step(_batch())  # update 13: no adjustment, logged
+    assert metrics["augment_probability"] == pytest.approx(step) and "ada_rt" in metrics
+    copied = _algorithm(tiny_h5, ["train.ada_target=0.6", "train.ada_images=320"])
+    copied.load_state_dict(copy.deepcopy(algorithm.state_dict()))
+    assert copied.augment_probability is not None and copied.augment_probability.item() == pytest.approx(step)
+    assert torch.equal(copied.ada_signs, algorithm.ada_signs) and copied.ada_signs.item() != 0
+
+
+def test_ada_off_draws_what_it_always_drew(tiny_h5: Path) -> None:
+    plain, explicit = _algorithm(tiny_h5, []), _algorithm(tiny_h5, ["train.ada_target=0"])
+    assert plain.augment_probability is None and plain.train_step(_batch()) == explicit.train_step(_batch())
+    assert "augment_probability" not in plain.state_dict()
+
+
 def test_the_eight_symmetries_are_distinct_and_move_image_and_mask_together() -> None:
     pairs = torch.arange(2 * 9.0).view(1, 2, 3, 3).repeat(8, 1, 1, 1)
     turned = dihedral(pairs, torch.arange(8))
@@ -210,11 +254,14 @@ def test_every_switch_is_a_typed_override_stored_in_the_resolved_recipe() -> Non
         ("train.real_dihedral=yes", "expected true or false"),
         ('train.diffaugment=["translation","translation-reflect"]', "choose one"),
         ('train.diffaugment=["translation-mirror"]', "is not one of"),
+        ("train.ada_target=1", "ada_target must be in [0, 1)"),
+        ("train.ada_images=0", "ada_images must be >= 1"),
+        ("train.ada_target=0.6 train.diffaugment=[]", "the policy is empty"),
     ],
 )
 def test_bad_switch_values_are_one_line(override: str, expected: str) -> None:
     with pytest.raises(RecipeError) as error:
-        load_recipe("tiny-cgan", [override], expect="gan")
+        load_recipe("tiny-cgan", override.split(" "), expect="gan")
     assert expected in str(error.value) and "\n" not in str(error.value)
 
 
@@ -230,7 +277,7 @@ def test_all_switches_train_and_resume_bit_for_bit(tiny_h5: Path, tmp_path: Path
     assert len(noise_scales) == 2 and all(value.abs().max() > 0 for value in noise_scales)  # 16x16: after 4 -> 8, the output; learned
     assert card["outputs"]["mask"].startswith("logit") and card["recipe"]["train"]["r1_every"] == 2
     log = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
-    assert all(line["r1_penalty"] > 0 and "lecam_penalty" in line for line in log)
+    assert all(line["r1_penalty"] > 0 and "lecam_penalty" in line and 0 <= line["augment_probability"] <= 1 for line in log)
     state = load_file(str(straight / "checkpoints" / "step-00000006.safetensors"))
     assert state["algorithm.lecam_anchors"].abs().min() > 0
 
@@ -271,7 +318,7 @@ def test_a_checkpoint_from_before_the_switches_resumes(tiny_h5: Path, tmp_path: 
 # draws): 2 gloo processes compute what one process does. (No minibatch std: its groups are per rank.)
 DISTRIBUTED_SWITCHES = ["model.discriminator_normalization=none", "train.r1_gamma=1", "train.lecam_weight=0.1",
                         "train.real_dihedral=true", "train.mask_smoothing=0.1", "model.mask_output=logits",
-                        "train.mask_background_fill=true"]
+                        "train.mask_background_fill=true", "train.ada_target=0.1", "train.ada_images=4"]
 
 
 def _two_steps(tiny_h5: Path, world: Distributed) -> dict[str, torch.Tensor]:
@@ -283,6 +330,9 @@ def _two_steps(tiny_h5: Path, world: Distributed) -> dict[str, torch.Tensor]:
     state = {f"discriminator.{k}": v for k, v in algorithm.discriminator.state_dict().items()}
     state |= {f"generator.{k}": v for k, v in algorithm.generator.state_dict().items()}
     state["lecam_anchors"] = algorithm.lecam_anchors
+    assert algorithm.augment_probability is not None
+    state["augment_probability"] = algorithm.augment_probability.view(1)
+    state["ada_signs"] = algorithm.ada_signs.view(1)
     return {key: value.detach().float().contiguous() for key, value in state.items()}
 
 
