@@ -62,23 +62,28 @@ zoo: $(STAMP)
 	wait $$liver && wait $$lung
 	for name in frid-adar-liver onishi-lung-dcgan; do mkdir -p $(ZOO_DIR)/$$name && cp runs/$$name/model.safetensors runs/$$name/model.json $(ZOO_DIR)/$$name/; done
 
-# The shipped phantom -> CT translation model (about 2 hours on 2 CPU cores, both threads, the machine to itself):
-# CT slices of the evaluate-phantom-ct recipe's training patients only, 40 virtual patients' phantoms (seed 0;
-# the recipe's arms use other ones, seed 1), then the recipe; generators, judge and card land in
-# augmentor/zoo/weights/cyclegan-phantom-ct/. Then its audit on held-out phantoms (seed 1) and CT test patients.
+# The shipped phantom -> CT translation models, plain (cyclegan-phantom-ct, ~80 minutes on 2 CPU cores, both
+# threads, the machine to itself) and with structure consistency (cyclegan-phantom-ct-structure, ~2 hours): CT
+# slices of the evaluate-phantom-ct recipe's training patients only, 40 virtual patients' phantoms (seed 0; the
+# recipe's arms use other ones, seed 1), then each recipe; generators, judge and card land in
+# augmentor/zoo/weights/<name>/. Then their audits on held-out phantoms (seed 1) and CT test patients.
+TRANSLATION_MODELS := cyclegan-phantom-ct cyclegan-phantom-ct-structure
 zoo-translation: $(STAMP)
 	$(BIN)/augment evaluate evaluate-phantom-ct --export-train cohorts/ct-train.h5 --overwrite
 	$(BIN)/augment phantom --n-patients 40 --out cohorts/phantoms-train.h5 --overwrite
-	$(BIN)/augment train cyclegan-phantom-ct --data-a cohorts/phantoms-train.h5 --data-b cohorts/ct-train.h5 --out runs/cyclegan-phantom-ct --overwrite
-	rm -rf $(ZOO_DIR)/cyclegan-phantom-ct && mkdir -p $(ZOO_DIR)/cyclegan-phantom-ct
-	cp -r runs/cyclegan-phantom-ct/model.safetensors runs/cyclegan-phantom-ct/model.json runs/cyclegan-phantom-ct/reverse \
-	  runs/cyclegan-phantom-ct/segmenter $(ZOO_DIR)/cyclegan-phantom-ct/
+	for name in $(TRANSLATION_MODELS); do \
+	  $(BIN)/augment train $$name --data-a cohorts/phantoms-train.h5 --data-b cohorts/ct-train.h5 --out runs/$$name --overwrite && \
+	  rm -rf $(ZOO_DIR)/$$name && mkdir -p $(ZOO_DIR)/$$name && \
+	  cp -r runs/$$name/model.safetensors runs/$$name/model.json runs/$$name/reverse runs/$$name/segmenter $(ZOO_DIR)/$$name/ || exit 1; \
+	done
 	$(MAKE) audit-translation
 
 audit-translation: $(STAMP)
 	$(BIN)/augment phantom --n-patients 10 --seed 1 --out cohorts/phantoms-seed1.h5 --overwrite
-	$(BIN)/python -m evaluation.translation_audit --model cyclegan-phantom-ct --phantoms cohorts/phantoms-seed1.h5 \
-	  --ct cohorts/abdomen-ct-k48-seed0/test.h5 --out results/translation-cyclegan-phantom-ct.json
+	for name in $(TRANSLATION_MODELS); do \
+	  $(BIN)/python -m evaluation.translation_audit --model $$name --phantoms cohorts/phantoms-seed1.h5 \
+	    --ct cohorts/abdomen-ct-k48-seed0/test.h5 --out results/translation-$$name.json || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info

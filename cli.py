@@ -234,7 +234,7 @@ def models_command() -> None:
 
     table = Table(title=f"augmentor models (user models in {user_models_dir()})")
     for column in ("name", "origin", "family", "classes", "size", "training data SHA-256", "weights SHA-256"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("name", "training data SHA-256", "weights SHA-256"))  # names are copied whole
     for entry in list_models():
         size = f"{entry.image_size}x{entry.image_size}"
         if (entry.card.get("translation") or {}).get("fully_convolutional"):

@@ -115,5 +115,7 @@ def test_the_shipped_recipe_translates_with_the_shipped_model(monkeypatch: pytes
     recipe = load_recipe("evaluate-phantom-ct", [], expect="evaluate")
     precheck_phantoms(recipe)
     entries = resolve_translation_models(recipe.phantoms)
-    assert {label: (entry.origin, entry.algorithm) for label, entry in entries.items()} == {"cyclegan-phantom-ct": ("shipped", "cyclegan")}
-    assert entries["cyclegan-phantom-ct"].card["training_data"]["domain_b"]["num_patients"] == 9  # the split's training patients
+    assert {label: (entry.origin, entry.algorithm) for label, entry in entries.items()} == {
+        "cyclegan-phantom-ct": ("shipped", "cyclegan"), "cyclegan-phantom-ct-structure": ("shipped", "cyclegan")}
+    for entry in entries.values():
+        assert entry.card["training_data"]["domain_b"]["num_patients"] == 9  # the split's training patients
