@@ -317,12 +317,21 @@ class StatisticsSection:
     resamples: int = 1000
     confidence: float = 0.95
     seed: int = 0
+    # Paired differences between named arms, [arm, baseline] (arm minus baseline, by seed and test sample),
+    # besides every arm against real and against classic: e.g. one synthetic source against another at the
+    # same ratio. Names as in the report ("classic+translated(cyclegan-phantom-ct) x3"); `--plan` lists them.
+    pairs: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.resamples < 10:
             raise ValueError(f"resamples must be >= 10, got {self.resamples}")
         if not 0.5 <= self.confidence < 1.0:
             raise ValueError(f"confidence must be in [0.5, 1), got {self.confidence}")
+        for arm, baseline in self.pairs:
+            if arm == baseline:
+                raise ValueError(f"pairs: {arm!r} against itself")
+        if len(set(self.pairs)) != len(self.pairs):
+            raise ValueError("pairs: a pair is given twice")
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,22 @@ def plan_arms(recipe: EvaluateRecipe, real: RealData) -> Plan:
     elif recipe.memorisation.enabled:
         wanted = tuple(max(n, recipe.report.images_per_class) for n in needed)
     phantoms = max(sum(most(Pool.PHANTOM)), sum(most(Pool.TRANSLATED)))
+    _check_pairs(recipe.statistics.pairs, classification, segmentation)
     return Plan(split, real_counts, classification, segmentation, stages, needed, wanted, most(Pool.ORACLE), shared, phantoms)
+
+
+def _check_pairs(pairs: Sequence[tuple[str, str]], classification: Sequence[Arm], segmentation: Sequence[Arm]) -> None:
+    """``statistics.pairs`` name two arms of one task each; refused before anything trains."""
+    tasks = [{arm.name for arm in arms} for arms in (classification, segmentation)]
+    every = list(dict.fromkeys(arm.name for arm in [*classification, *segmentation]))
+    for pair in pairs:
+        if any(set(pair) <= names for names in tasks):
+            continue
+        missing = [name for name in pair if name not in every]
+        if missing:
+            listed = ", ".join(repr(name) for name in every)
+            raise AugmentorError(f"statistics.pairs: no arm named {' or '.join(repr(name) for name in missing)}; the arms are {listed}")
+        raise AugmentorError(f"statistics.pairs: {pair[0]!r} and {pair[1]!r} are arms of different tasks")
 
 
 def _check_synthetic(recipe: EvaluateRecipe, real: RealData, plan: Plan) -> SyntheticData | None:
@@ -390,6 +405,20 @@ def _analyse(task: Task, arms: Sequence[Arm], results: dict[tuple[str, str, int]
 
     paired = differences(BASELINE, [arm for arm in arms if arm.name != BASELINE])
     paired_vs_classic = differences(CLASSIC_BASELINE, [arm for arm in arms if arm.kind in (*SYNTHETIC_KINDS, ArmKind.CLASSIC_ORACLE, *PHANTOM_KINDS)])
+    # statistics.pairs: any arm against any other of this task, with how many seeds came out higher
+    between = [
+        {
+            "arm": name,
+            "baseline": baseline,
+            "differences": {
+                metric: bootstrap.paired_difference(points[name][metric], replicates[name][metric], points[baseline][metric], replicates[baseline][metric], boot).to_dict()
+                | {"seeds_higher": int(np.sum(points[name][metric] > points[baseline][metric]))}
+                for metric in names
+            },
+        }
+        for name, baseline in stats.pairs
+        if name in points and baseline in points
+    ]
     training: dict[str, list[dict[str, Any]]] = {
         arm.name: [{"seed": seed, "seconds": round(results[(task.value, arm.name, seed)].seconds, 3), "stages": results[(task.value, arm.name, seed)].logs} for seed in seeds]
         for arm in arms
@@ -410,6 +439,7 @@ def _analyse(task: Task, arms: Sequence[Arm], results: dict[tuple[str, str, int]
         "metrics": estimates,
         "paired_differences": paired,
         "paired_differences_vs_classic": paired_vs_classic,
+        **({"paired_differences_between": between} if between else {}),
         "efficiency": efficiencies,
         "budget_bound": {name: bound for name, bound in budget_bound.items() if bound},
         "convergence": {name: _convergence(training[name]) for name in training},

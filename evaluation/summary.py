@@ -1,7 +1,8 @@
 """The small summary of a report that is committed next to the README, and the README tables made from it.
 
 ``summary.json`` (written into every report folder) keeps what a headline table needs -- arms with their
-estimates and intervals, paired differences against classic augmentation, augmentation efficiency, the
+estimates and intervals, paired differences against classic augmentation and between the arms the recipe's
+``statistics.pairs`` names (with how many seeds came out higher), augmentation efficiency, the
 reference row, budget-bound flags, seeds, cohort, generator hash and run time -- in a few kilobytes, so a
 shipped experiment's numbers can live in the repository (``results/``) while its report does not.
 
@@ -30,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from evaluation.report import format_efficiency, format_interval
+from evaluation.report import format_efficiency, format_interval, format_pair
 
 SUMMARY_FORMAT = "augmentor-evaluation-summary"
 AUDIT_FORMAT = "augmentor-translation-audit"  # evaluation.translation_audit's records (kept here: no torch import)
@@ -43,7 +44,7 @@ SEGMENTATION_COLUMNS = ("dice_mean", "hd95_mean")
 def _estimate(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not value:
         return None
-    return {key: value.get(key) for key in ("estimate", "low", "high") if key in value}
+    return {key: value.get(key) for key in ("estimate", "low", "high", "seeds_higher") if key in value}
 
 
 def summarise(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -62,6 +63,10 @@ def summarise(report: Mapping[str, Any]) -> dict[str, Any]:
         "split": {key: (report.get("split") or {}).get(key) for key in ("train_patients", "validation_patients", "test_patients", "train_samples", "test_samples")},
         "jobs": report.get("jobs"),
     }
+    # what the jobs' training cost when they ran (a cached job keeps its own time), however many came from the cache
+    seconds = [run.get("seconds") or 0.0 for task in ("classification", "segmentation") for runs in ((report.get(task) or {}).get("training") or {}).values() for run in runs]
+    if seconds:
+        summary["job_seconds"] = round(float(sum(seconds)), 1)
     for task, columns in (("classification", CLASSIFICATION_COLUMNS), ("segmentation", SEGMENTATION_COLUMNS)):
         section = report.get(task)
         if not section:
@@ -96,6 +101,11 @@ def summarise(report: Mapping[str, Any]) -> dict[str, Any]:
                 for ratio, entry in (section.get("efficiency") or {}).items()
             },
         }
+        between = section.get("paired_differences_between") or []
+        if between:
+            summary[task]["pairs"] = [
+                {"arm": entry["arm"], "baseline": entry["baseline"], **{name: _estimate(entry["differences"].get(name)) for name in deltas}} for entry in between
+            ]
         reference = section.get("reference")
         if reference:
             summary[task]["reference"] = {"name": reference["name"], **{name: _estimate(reference["metrics"][name]) for name in names}}
@@ -154,10 +164,20 @@ def markdown(summary: Mapping[str, Any]) -> str:
             row += [""] * (len(header) - len(row))
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
+        pairs = section.get("pairs") or []
+        if pairs:  # statistics.pairs: arms against each other, paired by seed and test sample
+            header = ["arm − baseline", *(f"Δ {name}" for name in deltas)]
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            for pair in pairs:
+                row = [f"{pair['arm']} − {pair['baseline']}", *(format_pair(pair.get(name), len(seeds), empty="") for name in deltas)]
+                lines.append("| " + " | ".join(row) + " |")
+            lines.append("")
     runtime = summary.get("runtime_s")
     cohort = summary.get("cohort") or {}
     jobs = summary.get("jobs") or {}
     cached = f", {jobs['from_cache']} of {jobs['total']} jobs from the cache" if jobs.get("from_cache") else ""
+    if cached and summary.get("job_seconds"):
+        cached += f" (the jobs' own training: {summary['job_seconds'] / 60:.0f} worker-minutes)"
     translation = summary.get("translation_models")
     if translation:
         generator = "translation models " + ", ".join(

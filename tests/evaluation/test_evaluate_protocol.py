@@ -55,6 +55,12 @@ def test_finished_jobs_are_cached_and_an_extended_run_computes_only_what_is_new(
     lines = [line for line in output.splitlines() if line.startswith("evaluate: job ")]
     assert len(lines) == 4 and all("from the cache" in line for line in lines[:2]) and not any("from the cache" in line for line in lines[2:])
     assert "classification 'classic' seed 1: " in output and " steps (best " in lines[3] and lines[3].endswith(" min")
+    # a cached job keeps the time it took when it ran: the summary says what the jobs cost, not only the rerun
+    from evaluation.summary import markdown
+
+    summaries = [json.loads((tmp_path / name / "summary.json").read_text()) for name in ("first", "second")]
+    assert summaries[1]["job_seconds"] > summaries[0]["job_seconds"] > 0
+    assert "2 of 4 jobs from the cache (the jobs' own training: " in markdown(summaries[1])
     one, two = np.load(tmp_path / "first" / "predictions.npz"), np.load(tmp_path / "second" / "predictions.npz")
     for arm in ("real", "classic"):
         np.testing.assert_array_equal(one[f"classification/{arm}/probabilities"][0], two[f"classification/{arm}/probabilities"][0])
@@ -202,3 +208,38 @@ def test_plan_lists_the_jobs_and_which_the_cache_holds_without_training(tiny_inp
     assert lines[-1] == f"4 jobs, 2 of them in the cache ({cache}): 2 to train"
     assert sorted(line.endswith("in the cache") for line in lines[:-1]) == [False, False, True, True]
     assert all(line.endswith("in the cache") == (" seed 0: " in line) for line in lines[:-1])
+
+
+def test_pairs_compare_named_arms_like_the_baselines_do(tiny_inputs: Any, run_evaluate: Run, tmp_path: Path) -> None:
+    from evaluation.summary import markdown
+
+    arms = ('arms.classification=["real", "classic", "classic+synthetic"]', "arms.sweep=[1, 2]", "arms.reference=false")
+    pairs = 'statistics.pairs=[["classic+synthetic x2", "classic+synthetic x1"], ["classic", "real"]]'
+    code, output = run_evaluate(tmp_path / "r", tiny_inputs.overrides(*QUICK, *arms, pairs))
+    assert code == 0, output
+    section = json.loads((tmp_path / "r" / "report.json").read_text())["classification"]
+    between = section["paired_differences_between"]
+    assert [(entry["arm"], entry["baseline"]) for entry in between] == [("classic+synthetic x2", "classic+synthetic x1"), ("classic", "real")]
+    for metric in section["metric_names"]:
+        higher, lower = (section["metrics"][name][metric] for name in ("classic+synthetic x2", "classic+synthetic x1"))
+        difference = between[0]["differences"][metric]
+        if difference["estimate"] is None:
+            continue
+        assert difference["estimate"] == pytest.approx(higher["estimate"] - lower["estimate"], abs=2e-6)
+        assert difference["seeds_higher"] == sum(a > b for a, b in zip(higher["per_seed"], lower["per_seed"], strict=True))
+        assert difference["low"] <= difference["estimate"] <= difference["high"]
+        # a pair against real is the same computation as the paired difference against real
+        against_real = {key: value for key, value in between[1]["differences"][metric].items() if key != "seeds_higher"}
+        assert against_real == section["paired_differences"]["classic"][metric]
+    assert "classic+synthetic x2 − classic+synthetic x1" in (tmp_path / "r" / "report.html").read_text()
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert [pair["arm"] for pair in summary["classification"]["pairs"]] == ["classic+synthetic x2", "classic"]
+    table = markdown(summary)
+    assert "| arm − baseline |" in table and "| classic − real | " in table and " of 2 seeds higher" in table
+
+    # a name that is no arm is refused before anything trains, naming the arms there are
+    code, output = run_evaluate(tmp_path / "bad", tiny_inputs.overrides(*QUICK, *arms, 'statistics.pairs=[["classic+synthetic x3", "classic"]]'))
+    assert code == 2 and output.count("\n") == 1 and "no arm named 'classic+synthetic x3'; the arms are 'real'" in output
+    assert not (tmp_path / "bad").exists()
+    code, output = run_evaluate(tmp_path / "bad", tiny_inputs.overrides(*QUICK, *arms, 'statistics.pairs=[["x", "y"]]'))
+    assert code == 2 and "no arm named 'x' or 'y'; the arms are 'real', 'classic'" in output

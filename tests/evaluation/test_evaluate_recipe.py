@@ -102,6 +102,8 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(tiny_inputs: Any, tiny
         (tiny_inputs.overrides('synthetic.model=""', f'synthetic.files=["{few}"]'), "the synthetic files hold 2 samples of class 'cyst', the arms need"),
         (tiny_inputs.overrides("train.seeds=[]"), "seeds must be distinct integers >= 0"),
         (tiny_inputs.overrides("arms.sweep=[0]"), "sweep must be distinct ratios > 0"),
+        (tiny_inputs.overrides('statistics.pairs=[["classic", "classic"]]'), "pairs: 'classic' against itself"),
+        (tiny_inputs.overrides('statistics.pairs=[["classic", "real", "x"]]'), "statistics.pairs[0]: expected 2 values"),
     ]
     for overrides, message in cases:
         code, output = run_evaluate(out, overrides)
