@@ -8,6 +8,7 @@ from it, so the table in a note or the README is generated from a file, not type
     python -m evaluation.ablation runs/A runs/B --base onishi-lung-dcgan --what "..." --setting "..." \\
         --out results/ablations/NAME.json
     python -m evaluation.ablation --table results/ablations/NAME.json
+    python -m evaluation.ablation --table results/ablations/*.json --best     # every study, each run's best step
 
 Each run's ``changes`` are the resolved recipe values that differ from ``--base`` resolved the same way
 (``train.steps`` and the monitor's own settings are not changes of the method and are left out); its minutes
@@ -133,18 +134,26 @@ TABLE_HEADER = (
 )
 
 
-def table(record: Mapping[str, Any]) -> str:
-    """The markdown table of a record: one row per run and scored step (all classes together)."""
+def _lowest_kid(entries: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The scored step with the lowest KID (all classes together), or every entry if none has one."""
+    scored = [entry for entry in entries if (entry.get("scores", {}).get("all") or {}).get("kid") is not None]
+    return [min(scored, key=lambda entry: entry["scores"]["all"]["kid"])] if scored else list(entries)
+
+
+def table(record: Mapping[str, Any], *, best: bool = False, label: str = "") -> str:
+    """The markdown table of a record: one row per run and scored step (all classes together); ``best``: only each
+    run's step of lowest KID; ``label`` prefixes the run names (several records in one table)."""
     rows = [TABLE_HEADER]
     for run in record["runs"]:
-        for entry in run["monitor"] or [{"step": run["steps_run"], "scores": {}}]:
+        entries = run["monitor"] or [{"step": run["steps_run"], "scores": {}}]
+        for entry in _lowest_kid(entries) if best else entries:
             scores = entry["scores"].get("all", {})
             criteria = scores.get("diversity", {}).get("criteria", {})
             texture = [scores.get("diversity", {}).get(side, {}).get("texture_hu") for side in ("synthetic", "real")]
             texture_ratio = texture[0] / texture[1] if None not in texture and texture[1] else None
             missed = sorted(set(criteria) - set(scores.get("diversity", {}).get("passed", []))) if criteria else []
             rows.append(
-                f"| {run['name']} | {_changes_text(run.get('changes') or {})} | {entry['step']} | {_number(scores.get('kid'), 3)} | "
+                f"| {label}{run['name']} | {_changes_text(run.get('changes') or {})} | {entry['step']} | {_number(scores.get('kid'), 3)} | "
                 f"{_number(scores.get('coverage'))} | {_number(criteria.get('nn_distance'))} | {_number(criteria.get('nn_mask_iou'))} | "
                 f"{_number(criteria.get('lesion_area'))} | {_number(criteria.get('bright_fraction'))} | {_number(texture_ratio)} | "
                 f"{', '.join(missed) if criteria else '–'} | {_number(scores.get('c2st_auc'), 3)} | {_number(run['minutes'], 1)} |"
@@ -159,17 +168,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--what", default="", help="what the study is, which data it trained on and was scored against")
     parser.add_argument("--setting", default="", help="the machine and how it was shared")
     parser.add_argument("--out", type=Path, help="the record to write (JSON)")
-    parser.add_argument("--table", type=Path, help="print the table of a record and exit")
+    parser.add_argument("--table", type=Path, nargs="+", help="print the table of these records (one table) and exit")
+    parser.add_argument("--best", action="store_true", help="with --table: each run's step of lowest KID only")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     arguments = parser.parse_args(argv)
     try:
         if arguments.table:
-            if not arguments.table.is_file():
-                raise AugmentorError(f"{arguments.table}: no such record")
-            record = _json_file(arguments.table)
-            if not isinstance(record, dict) or not isinstance(record.get("runs"), list):
-                raise AugmentorError(f"{arguments.table}: not an ablation record (no list of runs)")
-            print(table(record))
+            parts = []
+            for path in arguments.table:
+                if not path.is_file():
+                    raise AugmentorError(f"{path}: no such record")
+                record = _json_file(path)
+                if not isinstance(record, dict) or not isinstance(record.get("runs"), list):
+                    raise AugmentorError(f"{path}: not an ablation record (no list of runs)")
+                text = table(record, best=arguments.best, label=f"{path.stem}: " if len(arguments.table) > 1 else "")
+                parts.append(text if not parts else text.split("\n", 2)[2])  # one header
+            print("\n".join(parts))
             return 0
         if not arguments.runs or not arguments.base or not arguments.out:
             raise AugmentorError("give run directories, --base and --out (or --table RECORD)")

@@ -93,3 +93,19 @@ def test_table_refuses_a_file_that_is_not_a_record_in_one_line(tmp_path: Path, c
         assert main(["--table", str(path)]) == 1
         error = capsys.readouterr().err
         assert message in error and error.count("\n") == 1
+
+
+def test_best_keeps_each_runs_lowest_kid_step_and_several_records_make_one_table(tmp_path: Path, capsys) -> None:
+    steps = [{"step": 10, "scores": scores(0.5, 1.0, [])}, {"step": 20, "scores": scores(0.125, 0.75, [])}, {"step": 30, "scores": scores(0.25, 0.8, [])}]
+    first = {"runs": [{"name": "A", "steps_run": 30, "minutes": 3.0, "monitor": steps}, {"name": "unscored", "steps_run": 5, "minutes": 1.0, "monitor": []}]}
+    second = {"runs": [{"name": "B", "steps_run": 10, "minutes": 2.0, "monitor": steps[:1]}]}
+    (a, unscored) = table(first, best=True).splitlines()[2:]
+    assert a.startswith("| A | (the base recipe) | 20 | 0.125 |") and unscored.startswith("| unscored | (the base recipe) | 5 | – |")
+    paths = [tmp_path / "round1.json", tmp_path / "round2.json"]
+    for path, record in zip(paths, (first, second), strict=True):
+        path.write_text(json.dumps(record))
+    assert main(["--table", *map(str, paths), "--best"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("| run | changes |") and sum(line.startswith("| run |") for line in lines) == 1
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| round1: A", "| round1: unscored", "| round2: B"]
+    assert lines[2].split(" | ")[2] == "20" and lines[4].split(" | ")[2] == "10"
