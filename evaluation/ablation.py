@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     try:
         if arguments.table:
-            parts = []
+            parts: list[str] = []
             for path in arguments.table:
                 if not path.is_file():
                     raise AugmentorError(f"{path}: no such record")
