@@ -247,3 +247,37 @@ def weighted_means(per_sample: dict[str, np.ndarray], weights: np.ndarray) -> di
         with np.errstate(invalid="ignore", divide="ignore"):
             out[name] = np.where(total > 0, (weights @ masked) / np.where(total > 0, total, 1.0), np.nan)
     return out
+
+
+def arm_statistics(
+    names: Sequence[str], weights: np.ndarray, *, labels: np.ndarray | None = None, probabilities: np.ndarray | None = None,
+    class_names: Sequence[str] = (), per_sample: dict[str, np.ndarray] | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One arm's metrics per training seed and their bootstrap replicates, from its saved test outputs.
+
+    Args:
+        names: the metrics.
+        weights: (B, N) the bootstrap's sample weights (one resampling plan for every arm compared).
+        labels: (N,) true classes (classification).
+        probabilities: (S, N, K) predicted probabilities per seed (classification).
+        class_names: the K class names (classification).
+        per_sample: {metric: (S, N)} per-sample values per seed (segmentation; NaN where undefined).
+
+    Returns:
+        ``{metric: (S,)}`` point estimates on the full test set and ``{metric: (S, B)}`` replicates.
+    """
+    points: list[dict[str, float]] = []
+    replicates: list[dict[str, np.ndarray]] = []
+    if probabilities is not None:
+        assert labels is not None
+        for seed_probabilities in probabilities:
+            points.append(classification_metrics(labels, seed_probabilities, class_names))
+            replicates.append(classification_replicates(labels, seed_probabilities, class_names, weights))
+    else:
+        assert per_sample is not None
+        seeds = len(next(iter(per_sample.values())))
+        for seed in range(seeds):
+            values = {name: per_sample[name][seed] for name in names}
+            points.append({name: float(np.nanmean(value)) if np.isfinite(value).any() else float("nan") for name, value in values.items()})
+            replicates.append(weighted_means(values, weights))
+    return {name: np.array([p[name] for p in points]) for name in names}, {name: np.stack([r[name] for r in replicates]) for name in names}

@@ -363,14 +363,12 @@ def _analyse(task: Task, arms: Sequence[Arm], results: dict[tuple[str, str, int]
     extra: dict[str, Any] = {"roc": {}, "confusion_matrices": {}} if task is Task.CLASSIFICATION else {"missed": {}}
     for arm in arms:
         outputs = [results[(task.value, arm.name, seed)].outputs for seed in seeds]
-        per_seed_points: list[dict[str, float]] = []
-        per_seed_reps: list[dict[str, np.ndarray]] = []
         if task is Task.CLASSIFICATION:
             probabilities = np.stack([o["probabilities"] for o in outputs])  # (S, N, K)
             saved[f"{task.value}/{arm.name}/probabilities"] = probabilities
-            for p in probabilities:
-                per_seed_points.append(metrics.classification_metrics(real.test_labels, p, class_names))
-                per_seed_reps.append(metrics.classification_replicates(real.test_labels, p, class_names, boot.sample_weights))
+            points[arm.name], replicates[arm.name] = metrics.arm_statistics(
+                names, boot.sample_weights, labels=real.test_labels, probabilities=probabilities, class_names=class_names
+            )
             pooled_labels = np.tile(real.test_labels, len(seeds))
             pooled = probabilities.reshape(-1, probabilities.shape[-1])
             extra["roc"][arm.name] = {
@@ -379,15 +377,12 @@ def _analyse(task: Task, arms: Sequence[Arm], results: dict[tuple[str, str, int]
             confusion = np.sum([metrics.confusion_matrix(real.test_labels, p, len(class_names)) for p in probabilities], axis=0)
             extra["confusion_matrices"][arm.name] = confusion.tolist()
         else:
-            for o in outputs:
-                per_seed_points.append({name: float(np.nanmean(o[name])) if np.isfinite(o[name]).any() else float("nan") for name in names})
-                per_seed_reps.append(metrics.weighted_means({name: o[name] for name in names}, boot.sample_weights))
+            per_sample = {name: np.stack([o[name] for o in outputs]) for name in names}  # (S, N) each
             for name in names:
-                saved[f"{task.value}/{arm.name}/{name}"] = np.stack([o[name] for o in outputs])
+                saved[f"{task.value}/{arm.name}/{name}"] = per_sample[name]
+            points[arm.name], replicates[arm.name] = metrics.arm_statistics(names, boot.sample_weights, per_sample=per_sample)
             # (sample, seed, structure) triples where a present structure got an empty prediction
             extra["missed"][arm.name] = int(sum(np.nansum(o[f"missed:{structure}"]) for o in outputs for structure in structure_names))
-        points[arm.name] = {name: np.array([p[name] for p in per_seed_points]) for name in names}
-        replicates[arm.name] = {name: np.stack([r[name] for r in per_seed_reps]) for name in names}
 
     estimates = {arm.name: {name: bootstrap.estimate(points[arm.name][name], replicates[arm.name][name], boot).to_dict() for name in names} for arm in arms}
 

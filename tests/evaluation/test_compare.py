@@ -1,0 +1,67 @@
+"""``python -m evaluation.compare``: arms of two reports against each other, paired by seed and test sample."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evaluation.compare import compare, main
+from tests.evaluation.conftest import save_tiny_generator, training_record
+
+Run = Callable[..., tuple[int, str]]
+QUICK = ("arms.segmentation=[]", "fidelity.enabled=false", "memorisation.enabled=false", "arms.reference=false")
+ARMS = ('arms.classification=["classic", "classic+synthetic"]', "arms.sweep=[1]")
+
+
+def test_two_generators_compared_arm_by_arm(tiny_inputs: Any, run_evaluate: Run, tmp_path: Path, capsys: Any) -> None:
+    other = save_tiny_generator(tmp_path / "other-gan", training_record(tiny_inputs.train), seed=1)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run_evaluate(a, tiny_inputs.overrides(*QUICK, *ARMS))[0] == 0
+    assert run_evaluate(b, tiny_inputs.overrides(*QUICK, *ARMS, f"synthetic.model={other}"))[0] == 0
+    reports = [json.loads((folder / "report.json").read_text())["classification"] for folder in (a, b)]
+
+    result = compare(a, b, ["classic+synthetic x1", "classic"], [tiny_inputs.test])
+    synthetic, classic = result["arms"]
+    for metric in ("accuracy", "sensitivity_macro", "auc_macro"):
+        estimates = [report["metrics"]["classic+synthetic x1"][metric] for report in reports]
+        difference = synthetic["differences"][metric]
+        assert difference["estimate"] == pytest.approx(estimates[0]["estimate"] - estimates[1]["estimate"], abs=2e-6)
+        assert difference["seeds_higher"] == sum(x > y for x, y in zip(estimates[0]["per_seed"], estimates[1]["per_seed"], strict=True))
+        assert difference["low"] <= difference["estimate"] <= difference["high"]
+        # the classic arm does not use the generator: the same training, so no difference at all
+        assert classic["differences"][metric]["estimate"] == 0.0 and classic["differences"][metric]["seeds_higher"] == 0
+    # B − A is A − B turned round
+    back = compare(b, a, ["classic+synthetic x1"], [tiny_inputs.test])["arms"][0]["differences"]["accuracy"]
+    forth = synthetic["differences"]["accuracy"]
+    assert (back["estimate"], back["low"], back["high"]) == pytest.approx((-forth["estimate"], -forth["high"], -forth["low"]), abs=2e-6)
+
+    out = tmp_path / "comparison.json"
+    assert main([str(a), str(b), "--arm", "classic+synthetic x1", "--test", str(tiny_inputs.test), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| classic+synthetic x1 | " in printed and " of 2 seeds higher" in printed
+    assert json.loads(out.read_text())["arms"][0]["differences"] == synthetic["differences"]
+
+
+def test_reports_that_cannot_be_paired_are_refused_in_one_line(tiny_inputs: Any, tiny_file: Callable[..., Path], run_evaluate: Run, tmp_path: Path, capsys: Any) -> None:
+    a, elsewhere = tmp_path / "a", tmp_path / "elsewhere"
+    assert run_evaluate(a, tiny_inputs.overrides(*QUICK, *ARMS))[0] == 0
+    other_test = tiny_file("other-test.h5", count=24, patients=8, seed=5, patient_prefix="other-")
+    assert run_evaluate(elsewhere, tiny_inputs.overrides(*QUICK, *ARMS, f'data.test=["{other_test}"]'))[0] == 0
+    out = tmp_path / "keep.json"
+    out.write_text("keep me")
+    cases = [
+        ([str(a), str(elsewhere), "--arm", "classic", "--test", str(tiny_inputs.test)], "were not tested on the same files"),
+        ([str(a), str(a), "--arm", "classic", "--test", str(other_test)], "not the reports' test files"),
+        ([str(a), str(a), "--arm", "classic+synthetic x3", "--test", str(tiny_inputs.test)], "no arm 'classic+synthetic x3'; its arms are 'classic', 'classic+synthetic x1'"),
+        ([str(a), str(tmp_path / "none"), "--arm", "classic", "--test", str(tiny_inputs.test)], "none: file not found"),
+        ([str(a), str(a), "--arm", "classic", "--test", str(tiny_inputs.test), "--out", str(out)], "keep.json exists; pass --overwrite"),
+    ]
+    for arguments, message in cases:
+        assert main(arguments) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("error: ") and message in error and error.count("\n") == 1, (message, error)
+    assert out.read_text() == "keep me"
