@@ -19,11 +19,17 @@ set of (image HU, mask) samples of one class:
 
 Set size matters: the nearest of n samples gets closer as n grows, so two sets are compared at equal n
 (:func:`compare_diversity` subsamples the larger one with a seed). The same holds for the IoU.
+
+Two files, per class (e.g. a generator's *training* set against new patients: what it inherits)::
+
+    python -m evaluation.diversity cohorts/lung-split-train.h5 cohorts/lung-nodules-seed1/test.h5
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -187,3 +193,96 @@ def compare_diversity(synthetic: LesionSet, real: LesionSet, window: tuple[float
     }
     criteria = {name: {"value": values[name], "target": targets[name], "passed": bool(passed[name])} for name in CRITERIA}
     return {"synthetic": ours, "real": theirs, "criteria": criteria, "passed": all(c["passed"] for c in criteria.values())}
+
+
+def compare_files(path: str | Path, reference: str | Path, *, samples: int = 256, repeats: int = 20, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """:func:`compare_diversity` of every class two lesion files share (by name), repeated on ``repeats`` random
+    draws of at most ``samples`` lesions a class from each file, with the reference against itself as the floor.
+
+    Any two files: a generator's samples against lesions of new patients, or -- what a generator trained on a
+    small set inherits -- its *training* lesions against those of new patients. At a few dozen lesions a class the
+    criteria move a lot with the draw, so each is given as its median and 10th-90th percentile over the draws, and
+    so is the same comparison between two disjoint draws of the reference at the same n (``floor``: what sampling
+    alone does; None where the reference holds fewer than twice n).
+
+    Raises:
+        AugmentorError: a file that is missing or not a dataset file, or no class in common.
+    """
+    from augmentor.data.reader import H5File
+    from augmentor.errors import AugmentorError
+
+    files = [H5File(Path(p)) for p in (path, reference)]
+    names = [name for name in files[0].info.class_names if name in files[1].info.class_names]
+    if not names:
+        raise AugmentorError(f"{path} ({', '.join(files[0].info.class_names)}) and {reference} ({', '.join(files[1].info.class_names)}) share no class")
+    window = files[1].info.hu_window
+    results: dict[str, dict[str, Any]] = {}
+    for name in names:
+        rows = [np.flatnonzero(file.labels() == file.info.class_names.index(name)) for file in files]
+        n = min(samples, *(r.size for r in rows))
+        lesions = [LesionSet(*file.read(r)[:2]) for file, r in zip(files, rows, strict=True)]
+        judged: list[dict[str, Any]] = []
+        floor: list[dict[str, Any]] = []
+        for repeat in range(repeats):
+            generator = np.random.default_rng([seed, repeat])
+            draws = [np.sort(generator.choice(len(s), n, replace=False)) for s in lesions]
+            judged.append(compare_diversity(lesions[0].subset(draws[0]), lesions[1].subset(draws[1]), window, seed=seed)["criteria"])
+            if len(lesions[1]) >= 2 * n:
+                order = generator.permutation(len(lesions[1]))
+                halves = [np.sort(order[:n]), np.sort(order[n : 2 * n])]
+                floor.append(compare_diversity(lesions[1].subset(halves[0]), lesions[1].subset(halves[1]), window, seed=seed)["criteria"])
+        results[name] = {"n": n, "repeats": repeats, "judged": _spread(judged), "floor": _spread(floor) if floor else None}
+    return results
+
+
+def _spread(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per criterion over repeated draws: median, 10th and 90th percentile, and the fraction that passed."""
+    spread = {}
+    for key in CRITERIA:
+        values = np.array([run[key]["value"] for run in runs], dtype=np.float64)
+        low, median, high = np.nanpercentile(values, [10, 50, 90]) if np.isfinite(values).any() else (np.nan,) * 3
+        spread[key] = {"median": float(median), "p10": float(low), "p90": float(high), "passed": float(np.mean([run[key]["passed"] for run in runs]))}
+    return spread
+
+
+def markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """Two rows per class (the file, and the reference against itself): each criterion's median [10th, 90th
+    percentile] over the draws, and how often it passed."""
+    header = "| class | n | compared | " + " | ".join(f"{key} (passed)" for key in CRITERIA) + " |"
+    lines = [header, "|" + "---|" * (3 + len(CRITERIA))]
+    for name, result in results.items():
+        for label, spread in (("file vs reference", result["judged"]), ("reference vs reference", result["floor"])):
+            if spread is None:
+                continue
+            cells = [f"{spread[key]['median']:.2f} [{spread[key]['p10']:.2f}, {spread[key]['p90']:.2f}] ({spread[key]['passed']:.0%})" for key in CRITERIA]
+            lines.append(f"| {name} | {result['n']} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    from augmentor.errors import AugmentorError
+
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluation.diversity", description="Issue 13's diversity criteria of a lesion file against a reference file (lesions of new patients), per class."
+    )
+    parser.add_argument("file", type=Path, help="the lesions judged (generated samples, or a generator's training set)")
+    parser.add_argument("reference", type=Path, help="real lesions of other patients (e.g. the tuning cohort's test.h5)")
+    parser.add_argument("--samples", type=int, default=256, help="at most this many lesions a class from each file (default 256)")
+    parser.add_argument("--repeats", type=int, default=20, help="random draws of the lesions compared (default 20)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the draws")
+    arguments = parser.parse_args(argv)
+    try:
+        if arguments.samples < 2 or arguments.repeats < 1:
+            raise AugmentorError(f"need --samples >= 2 and --repeats >= 1, got {arguments.samples} and {arguments.repeats}")
+        print(markdown(compare_files(arguments.file, arguments.reference, samples=arguments.samples, repeats=arguments.repeats, seed=arguments.seed)))
+    except AugmentorError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

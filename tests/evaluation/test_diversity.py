@@ -110,3 +110,30 @@ def test_fine_texture_sees_noise_outside_the_lesion_and_not_smooth_shading() -> 
     inside = noisy.masks.astype(bool)
     inside_only[:, 0][inside] += rng.normal(0, 40, int(inside.sum())).astype(np.int16)
     assert fine_texture(inside_only, noisy.masks).max() < smooth_texture + 2.0
+
+
+def test_two_files_compared_per_class_with_the_reference_against_itself_as_the_floor(tiny_file, tmp_path, capsys) -> None:
+    from evaluation.diversity import compare_files, main
+
+    small = tiny_file("small.h5", count=12, seed=0)  # 4 lesions a class
+    big = tiny_file("big.h5", count=48, seed=1)  # 16 a class: room for two disjoint draws of 4
+    # a file against itself, every lesion drawn: the same set, so ratios 1, IoU excess 0, every draw passes
+    same = compare_files(small, small, repeats=3)
+    assert list(same) == ["cyst", "metastasis", "hemangioma"]
+    for result in same.values():
+        assert result["n"] == 4 and result["floor"] is None  # 4 lesions cannot make two disjoint draws of 4
+        assert result["judged"]["nn_distance"]["median"] == pytest.approx(1.0) and result["judged"]["lesion_area"]["passed"] == 1.0
+        assert result["judged"]["nn_mask_iou"]["median"] == pytest.approx(0.0)
+    against = compare_files(small, big, repeats=5)
+    floor = against["cyst"]["floor"]
+    assert floor is not None and set(floor) == {"nn_distance", "nn_mask_iou", "lesion_area", "bright_fraction"}
+    assert floor["lesion_area"]["p10"] <= floor["lesion_area"]["median"] <= floor["lesion_area"]["p90"]
+
+    assert main([str(small), str(big), "--repeats", "2"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert len(rows) == 2 + 3 * 2 and rows[2].startswith("| cyst | 4 | file vs reference | ") and rows[3].startswith("| cyst | 4 | reference vs reference | ")
+    other = tiny_file("other.h5", count=4, class_names=("benign", "malignant"))
+    for arguments, message in (([str(small), str(other)], "share no class"), ([str(tmp_path / "none.h5"), str(big)], "none.h5"), ([str(small), str(big), "--repeats", "0"], "--repeats >= 1")):
+        assert main(arguments) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("error: ") and message in error and error.count("\n") == 1, error
