@@ -349,6 +349,21 @@ def evaluate_command(
     typer.echo(f"wrote {folder / 'report.html'} and {folder / 'report.json'}")
 
 
+@app.command("compare")
+def compare_command(
+    report_a: Annotated[Path, typer.Argument(help="Report folder (or report.json) of run A.")],
+    report_b: Annotated[Path, typer.Argument(help="Report folder (or report.json) of run B: the same test files and seeds.")],
+    arms: Annotated[list[str], typer.Option("--arm", help="An arm both reports have, e.g. 'classic+synthetic x1' (repeatable).")],
+    test: Annotated[list[Path], typer.Option("--test", help="The reports' test files, in their order (repeatable): the bootstrap resamples their patients.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the comparison (JSON).")] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Arms of two evaluation reports against each other (A − B), paired by training seed and test sample."""
+    from evaluation.compare import compare_and_write
+
+    typer.echo(compare_and_write(report_a, report_b, arms, test, out, overwrite=overwrite))
+
+
 @app.command("export-dicom")
 def export_dicom_command(
     h5: Annotated[Path, typer.Argument(help="An augmentor .h5 file.")],

@@ -5,8 +5,8 @@ generator, the classifier -- and share the test set and the seeds answer "does A
 arms are compared *paired*: the same seeds and the same test lesions on both sides, so that what the two runs
 share (the test patients' difficulty, a seed's luck) cancels. Two intervals side by side cannot say that::
 
-    python -m evaluation.compare reports/tune-ada reports/tune-shipped --arm "classic+synthetic x1" \\
-        --test cohorts/lung-nodules-seed1/test.h5 [--out comparison.json]
+    augment compare reports/tune-ada reports/tune-shipped --arm "classic+synthetic x1" \\
+        --test cohorts/lung-nodules-seed1/test.h5 [--out comparison.json]     # or: python -m evaluation.compare ...
 
 prints, per arm and headline metric, A − B with its interval (the harness's method: a t interval over seeds
 combined with a cluster bootstrap over test patients, the same resamples on both sides) and how many seeds came out
@@ -149,6 +149,20 @@ def markdown(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def compare_and_write(report_a: Path, report_b: Path, arms: Sequence[str], test_files: Sequence[Path], out: Path | None = None, *, overwrite: bool = False) -> str:
+    """:func:`compare`, written to ``out`` (JSON, atomically) if given; returns the markdown table.
+
+    Raises:
+        AugmentorError: as :func:`compare`, or ``out`` exists and not ``overwrite`` (checked first).
+    """
+    if out is not None and out.exists() and not overwrite:
+        raise AugmentorError(f"{out} exists; pass --overwrite to replace it")
+    result = compare(report_a, report_b, arms, test_files)
+    if out is not None:
+        write_json_atomic(out, result)
+    return markdown(result)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.compare", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("report_a", type=Path, help="report folder (or report.json) of A")
@@ -159,15 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     arguments = parser.parse_args(argv)
     try:
-        if arguments.out and arguments.out.exists() and not arguments.overwrite:
-            raise AugmentorError(f"{arguments.out} exists; pass --overwrite to replace it")
-        result = compare(arguments.report_a, arguments.report_b, arguments.arm, arguments.test)
+        print(compare_and_write(arguments.report_a, arguments.report_b, arguments.arm, arguments.test, arguments.out, overwrite=arguments.overwrite))
     except AugmentorError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if arguments.out:
-        write_json_atomic(arguments.out, result)
-    print(markdown(result))
     return 0
 
 

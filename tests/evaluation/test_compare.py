@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from cli import app
 from evaluation.compare import compare, main
 from tests.evaluation.conftest import save_tiny_generator, training_record
 
@@ -44,6 +46,12 @@ def test_two_generators_compared_arm_by_arm(tiny_inputs: Any, run_evaluate: Run,
     printed = capsys.readouterr().out
     assert "| classic+synthetic x1 | " in printed and " of 2 seeds higher" in printed
     assert json.loads(out.read_text())["arms"][0]["differences"] == synthetic["differences"]
+    # the same through the augment command line, whose errors are one line with exit status 2
+    runner = CliRunner()
+    result = runner.invoke(app, ["compare", str(a), str(b), "--arm", "classic+synthetic x1", "--test", str(tiny_inputs.test)])
+    assert result.exit_code == 0 and result.output.strip() == printed.strip()
+    result = runner.invoke(app, ["compare", str(a), str(b), "--arm", "classic+synthetic x1", "--test", str(tiny_inputs.test), "--out", str(out)])
+    assert result.exit_code == 2 and result.output.strip() == f"error: {out} exists; pass --overwrite to replace it"
 
 
 def test_reports_that_cannot_be_paired_are_refused_in_one_line(tiny_inputs: Any, tiny_file: Callable[..., Path], run_evaluate: Run, tmp_path: Path, capsys: Any) -> None:
