@@ -354,7 +354,10 @@ def compare_command(
     report_a: Annotated[Path, typer.Argument(help="Report folder (or report.json) of run A.")],
     report_b: Annotated[Path, typer.Argument(help="Report folder (or report.json) of run B: the same test files and seeds.")],
     arms: Annotated[list[str], typer.Option("--arm", help="An arm both reports have, e.g. 'classic+synthetic x1' (repeatable).")],
-    test: Annotated[list[Path], typer.Option("--test", help="The reports' test files, in their order (repeatable): the bootstrap resamples their patients.")],
+    test: Annotated[
+        list[Path] | None,
+        typer.Option("--test", help="The reports' test files, in their order (repeatable); default: found in the report folders, under cohorts/ or next to the reports, checked by SHA-256."),
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the comparison (JSON).")] = None,
     overwrite: Overwrite = False,
 ) -> None:

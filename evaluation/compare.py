@@ -6,13 +6,16 @@ arms are compared *paired*: the same seeds and the same test lesions on both sid
 share (the test patients' difficulty, a seed's luck) cancels. Two intervals side by side cannot say that::
 
     augment compare reports/tune-ada reports/tune-shipped --arm "classic+synthetic x1" \\
-        --test cohorts/lung-nodules-seed1/test.h5 [--out comparison.json]     # or: python -m evaluation.compare ...
+        [--test cohorts/lung-nodules-seed1/test.h5] [--out comparison.json]   # or: python -m evaluation.compare ...
 
 prints, per arm and headline metric, A − B with its interval (the harness's method: a t interval over seeds
 combined with a cluster bootstrap over test patients, the same resamples on both sides) and how many seeds came out
-higher. ``--test`` names the reports' test files (their SHA-256 must match what both reports record): the
-reports keep file names only, and the bootstrap resamples by patient. The statistics settings (resamples,
-confidence, seed) are the reports', which must agree.
+higher. The bootstrap resamples by patient, so it reads the reports' test files; the reports keep file names only
+(folders may name a patient), so without ``--test`` the files are looked for where the tool puts them -- inside a
+report folder (a cohort it built), under ``cohorts/<data.cohort_dir>/`` (the shipped recipes' layout), next to the
+report folders, in the working folder -- and taken only where their SHA-256 is what both reports record.
+``--test`` names them where they live elsewhere. The statistics settings (resamples, confidence, seed) are the
+reports', which must agree.
 """
 
 from __future__ import annotations
@@ -41,8 +44,43 @@ def _folder(path: Path) -> Path:
     return path if path.is_dir() else path.parent
 
 
+def _test_entries(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [entry for entry in (report.get("inputs") or {}).get("files", []) if entry.get("role") == TEST_ROLE]
+
+
 def _test_hashes(report: Mapping[str, Any]) -> list[str]:
-    return [entry["sha256"] for entry in (report.get("inputs") or {}).get("files", []) if entry.get("role") == TEST_ROLE]
+    return [str(entry["sha256"]) for entry in _test_entries(report)]
+
+
+def locate_test_files(reports: Sequence[Mapping[str, Any]], folders: Sequence[Path]) -> list[Path]:
+    """The reports' test files, found by name where the tool puts them and checked by SHA-256.
+
+    Raises:
+        AugmentorError: one line naming the file that was not found (give it with ``--test``).
+    """
+    found: list[Path] = []
+    for index, entry in enumerate(_test_entries(reports[0])):
+        recorded, name = str(entry.get("path", "")), Path(str(entry.get("path", ""))).name
+        candidates = [folder / recorded for folder in folders]
+        for report in reports:
+            cohort_dir = ((report.get("recipe") or {}).get("data") or {}).get("cohort_dir")
+            if cohort_dir:
+                candidates.append(Path("cohorts") / Path(str(cohort_dir)).name / name)
+        candidates += [folder.resolve().parent / name for folder in folders] + [Path(name)]
+        seen: set[Path] = set()
+        for candidate in candidates:
+            if candidate.resolve() in seen or not candidate.is_file():
+                continue
+            seen.add(candidate.resolve())
+            if sha256_file(candidate) == entry["sha256"]:
+                found.append(candidate)
+                break
+        else:
+            raise AugmentorError(
+                f"the reports' test file {name!r} (SHA-256 {str(entry['sha256'])[:12]}…, file {index + 1} of "
+                f"{len(_test_entries(reports[0]))}) is not in a report folder, under cohorts/ or next to the reports: give it with --test"
+            )
+    return found
 
 
 def _task_of(report: Mapping[str, Any], arm: str) -> str | None:
@@ -62,8 +100,9 @@ def _predictions(folder: Path) -> Any:
         raise AugmentorError(f"{path}: not a readable .npz file ({error})") from None
 
 
-def compare(report_a: Path, report_b: Path, arms: Sequence[str], test_files: Sequence[Path]) -> dict[str, Any]:
-    """A − B for each of ``arms`` (named alike in both reports), paired by seed and test sample.
+def compare(report_a: Path, report_b: Path, arms: Sequence[str], test_files: Sequence[Path] | None = None) -> dict[str, Any]:
+    """A − B for each of ``arms`` (named alike in both reports), paired by seed and test sample. ``test_files``:
+    the reports' test files in their order; None or empty: found by :func:`locate_test_files`.
 
     Raises:
         AugmentorError: one line, when the reports do not share the test set, the seeds or the statistics
@@ -81,6 +120,8 @@ def compare(report_a: Path, report_b: Path, arms: Sequence[str], test_files: Seq
         raise AugmentorError(f"{report_a}: the report records no statistics settings (resamples, confidence, seed)")
     if settings[0] != settings[1]:
         raise AugmentorError(f"the reports' statistics settings differ ({settings[0]} and {settings[1]})")
+    if not test_files:
+        test_files = locate_test_files(reports, folders)
     for path in test_files:
         if not path.is_file():
             raise AugmentorError(f"{path}: file not found")
@@ -149,7 +190,7 @@ def markdown(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def compare_and_write(report_a: Path, report_b: Path, arms: Sequence[str], test_files: Sequence[Path], out: Path | None = None, *, overwrite: bool = False) -> str:
+def compare_and_write(report_a: Path, report_b: Path, arms: Sequence[str], test_files: Sequence[Path] | None = None, out: Path | None = None, *, overwrite: bool = False) -> str:
     """:func:`compare`, written to ``out`` (JSON, atomically) if given; returns the markdown table.
 
     Raises:
@@ -168,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("report_a", type=Path, help="report folder (or report.json) of A")
     parser.add_argument("report_b", type=Path, help="report folder (or report.json) of B")
     parser.add_argument("--arm", action="append", required=True, help="an arm both reports have (repeat for several)")
-    parser.add_argument("--test", type=Path, nargs="+", required=True, help="the reports' test files, in their order")
+    parser.add_argument("--test", type=Path, nargs="+", help="the reports' test files, in their order (default: found by name and SHA-256)")
     parser.add_argument("--out", type=Path, help="also write the comparison (JSON)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     arguments = parser.parse_args(argv)
