@@ -70,7 +70,7 @@ def _train_rank(rank: int, world_size: int, port: int, data: Path, out: Path, st
     if world_size > 1:
         os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(threads)
-    overrides = [f"train.steps={steps}", f"train.log_every={LOG_EVERY}", "train.sample_every=0", f"train.checkpoint_every={steps}"]
+    overrides = [f"train.steps={steps}", f"train.log_every={LOG_EVERY}", "train.sample_every=0", f"train.checkpoint_every={steps}", "monitor.every=0"]
     train(load_recipe("frid-adar-liver", overrides, expect="gan"), data, out, overwrite=True, device="cpu", progress=False)
 
 

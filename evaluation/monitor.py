@@ -120,9 +120,15 @@ def load_reference(path: str | Path, class_names: Sequence[str], image_shape: tu
 
 
 def check_reference(reference: str | Path, training_file: str | Path) -> None:
-    """Refuse a reference that is the training file or shares a patient with it (one line)."""
+    """Refuse a reference that is missing, is the training file or shares a patient with it (one line)."""
     from evaluation.leakage import LeakageError, check_real_split, real_file
 
+    if not Path(reference).is_file():
+        raise AugmentorError(
+            f"monitor.reference {reference}: file not found (real lesions of patients the training file does not hold, e.g. "
+            "the simulator's tuning cohort: augment cohort NAME --out DIR --seed 1); set monitor.reference=FILE, or "
+            "monitor.every=0 to train without the monitor"
+        )
     try:
         check_real_split([real_file(Path(training_file))], [real_file(Path(reference))])
     except LeakageError as error:

@@ -242,7 +242,7 @@ def _train(
         )
     metadata = {"recipe": resolved, "training_data_sha256": training_set.sha256, "class_names": list(training_set.class_names)}
     checkpoint = resume_checkpoint(out, metadata) if resume else None
-    if recipe.monitor.every > 0 and world.is_main:
+    if recipe.monitor.every > 0:  # on every rank: one refused alone would leave the others waiting at the barrier
         # lazy: augmentor trains without the evaluation package (as models/segmenter.py)
         from evaluation.monitor import check_reference
 

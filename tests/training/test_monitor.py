@@ -149,6 +149,9 @@ def test_a_reference_sharing_patients_is_refused(tiny_h5: Path, tmp_path: Path) 
         train(monitored(shared), tiny_h5, tmp_path / "run", progress=False)
     with pytest.raises(AugmentorError, match="same file"):
         train(monitored(tiny_h5), tiny_h5, tmp_path / "run", progress=False)
+    # a missing reference (a shipped recipe's tuning cohort not built yet): one line saying how to go on
+    with pytest.raises(AugmentorError, match=r"monitor\.reference .*missing\.h5: file not found .* or monitor\.every=0 to train without"):
+        train(monitored(tmp_path / "missing.h5"), tiny_h5, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
 
 
