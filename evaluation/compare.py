@@ -58,9 +58,11 @@ def locate_test_files(reports: Sequence[Mapping[str, Any]], folders: Sequence[Pa
     Raises:
         AugmentorError: one line naming the file that was not found (give it with ``--test``).
     """
+    entries = _test_entries(reports[0])
     found: list[Path] = []
-    for index, entry in enumerate(_test_entries(reports[0])):
-        recorded, name = str(entry.get("path", "")), Path(str(entry.get("path", ""))).name
+    for index, entry in enumerate(entries):
+        recorded = str(entry.get("path", ""))
+        name = Path(recorded).name
         candidates = [folder / recorded for folder in folders]
         for report in reports:
             cohort_dir = ((report.get("recipe") or {}).get("data") or {}).get("cohort_dir")
@@ -78,7 +80,7 @@ def locate_test_files(reports: Sequence[Mapping[str, Any]], folders: Sequence[Pa
         else:
             raise AugmentorError(
                 f"the reports' test file {name!r} (SHA-256 {str(entry['sha256'])[:12]}…, file {index + 1} of "
-                f"{len(_test_entries(reports[0]))}) is not in a report folder, under cohorts/ or next to the reports: give it with --test"
+                f"{len(entries)}) is not in a report folder, under cohorts/ or next to the reports: give it with --test"
             )
     return found
 
@@ -121,13 +123,13 @@ def compare(report_a: Path, report_b: Path, arms: Sequence[str], test_files: Seq
     if settings[0] != settings[1]:
         raise AugmentorError(f"the reports' statistics settings differ ({settings[0]} and {settings[1]})")
     if not test_files:
-        test_files = locate_test_files(reports, folders)
-    for path in test_files:
-        if not path.is_file():
-            raise AugmentorError(f"{path}: file not found")
-    given = [sha256_file(path) for path in test_files]
-    if given != hashes[0]:
-        raise AugmentorError(f"--test {' '.join(str(p) for p in test_files)}: not the reports' test files (their SHA-256 differ from the {len(hashes[0])} the reports record)")
+        test_files = locate_test_files(reports, folders)  # each checked by its SHA-256 there
+    else:
+        for path in test_files:
+            if not path.is_file():
+                raise AugmentorError(f"{path}: file not found")
+        if [sha256_file(path) for path in test_files] != hashes[0]:
+            raise AugmentorError(f"--test {' '.join(str(p) for p in test_files)}: not the reports' test files (their SHA-256 differ from the {len(hashes[0])} the reports record)")
     for arm in arms:
         for report, path in zip(reports, (report_a, report_b), strict=True):
             if _task_of(report, arm) is None:
